@@ -1,0 +1,1 @@
+"""nnunetv2_cipa.architectures."""
