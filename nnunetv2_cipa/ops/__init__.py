@@ -1,1 +1,9 @@
-"""nnunetv2_cipa.ops."""
+"""nnunetv2_cipa.ops: the selective-scan operator used by every Mamba block.
+
+``selective_scan`` dispatches to a pure-PyTorch backend (always available), our CUDA kernel
+(``cuda_backend``, optional) or mamba-ssm's kernel (``mamba_backend``, optional).
+"""
+
+from nnunetv2_cipa.ops.selective_scan import selective_scan
+
+__all__ = ["selective_scan"]

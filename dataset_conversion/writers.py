@@ -1,0 +1,96 @@
+"""Write outputs so that nothing is ever half-written.
+
+* Single files go to a temporary name in the same folder and are renamed into place
+  (``os.replace`` is atomic on one file system).
+* A whole dataset is built in a hidden staging folder next to its final place and renamed when
+  complete, so an interrupted run leaves either the previous dataset or none, never a dataset with
+  half its cases. A stale staging folder from a killed run is hidden (nnU-Net only looks at
+  ``DatasetXXX_*``) and is removed by the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from .errors import ConversionError
+
+_STAGING_MARK = ".partial-"
+
+
+def _temporary_sibling(path: Path) -> Path:
+    # keep the real extension last: SimpleITK picks the file format from it
+    suffix = "".join(path.suffixes) or ".tmp"
+    stem = path.name[: len(path.name) - len(suffix)] if suffix != ".tmp" else path.name
+    return path.with_name(f".{stem}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
+
+
+def write_image_atomic(image: sitk.Image, path: Path) -> None:
+    """Write an image (format from the extension, compressed) under a temporary name, then rename."""
+    path = Path(path)
+    tmp = _temporary_sibling(path)
+    try:
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json_atomic(data: object, path: Path) -> None:
+    path = Path(path)
+    tmp = _temporary_sibling(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def refuse_non_empty(target: Path, overwrite: bool) -> None:
+    if target.exists() and any(target.iterdir()) and not overwrite:
+        raise ConversionError(target, "output folder exists and is not empty; pass --overwrite to replace it")
+
+
+class StagedFolder:
+    """Build a folder under a hidden temporary name and move it into place on ``commit``.
+
+    Use as a context manager: leaving the block without ``commit`` (an error, Ctrl-C) deletes the
+    staging folder. ``commit`` replaces an existing target only when ``overwrite`` was given.
+    """
+
+    def __init__(self, target: Path, overwrite: bool = False):
+        self.target = Path(target)
+        self.overwrite = overwrite
+        refuse_non_empty(self.target, overwrite)
+        self.path = self.target.parent / f".{self.target.name}{_STAGING_MARK}{uuid.uuid4().hex[:8]}"
+        self.committed = False
+
+    def __enter__(self) -> StagedFolder:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.target.parent.glob(f".{self.target.name}{_STAGING_MARK}*"):
+            shutil.rmtree(stale, ignore_errors=True)  # left over by a killed run of ours
+        self.path.mkdir()
+        return self
+
+    def commit(self) -> Path:
+        refuse_non_empty(self.target, self.overwrite)  # someone may have written it meanwhile
+        old = None
+        if self.target.exists():
+            old = self.target.parent / f".{self.target.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(self.target, old)
+        os.replace(self.path, self.target)
+        self.committed = True
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.target
+
+    def __exit__(self, *exc) -> None:
+        if not self.committed:
+            shutil.rmtree(self.path, ignore_errors=True)
