@@ -14,11 +14,20 @@ from .errors import ConversionError, ConversionLog
 SUV_MAX_PLAUSIBLE = 100.0
 
 
-def check_case_arrays(case: str, ct: np.ndarray, pet: np.ndarray, label: np.ndarray | None,
-                      window: tuple[float, float] | None, log: ConversionLog, pet_is_suv: bool = True) -> np.ndarray:
+def check_case_arrays(
+    case: str,
+    ct: np.ndarray,
+    pet: np.ndarray,
+    label: np.ndarray | None,
+    window: tuple[float, float] | None,
+    log: ConversionLog,
+    pet_is_suv: bool = True,
+) -> np.ndarray:
     """Validate one case's arrays; returns the PET array (negatives set to 0, with a warning)."""
     if label is not None and not (ct.shape == pet.shape == label.shape):
-        raise ConversionError(case, f"channel/label shapes differ: CT {ct.shape}, PET {pet.shape}, label {label.shape}")
+        raise ConversionError(
+            case, f"channel/label shapes differ: CT {ct.shape}, PET {pet.shape}, label {label.shape}"
+        )
     if ct.shape != pet.shape:
         raise ConversionError(case, f"channel shapes differ: CT {ct.shape}, PET {pet.shape}")
     for name, arr in (("CT", ct), ("PET", pet)):
@@ -35,5 +44,9 @@ def check_case_arrays(case: str, ct: np.ndarray, pet: np.ndarray, label: np.ndar
         log.warn(case, f"{n_negative} negative PET voxels (min {pet.min():.4g}) set to 0", case=case)
         pet = np.maximum(pet, 0)
     if pet_is_suv and pet.max() > SUV_MAX_PLAUSIBLE:
-        log.warn(case, f"SUVmax {pet.max():.1f} is above {SUV_MAX_PLAUSIBLE:g}; check units, weight and dose", case=case)
+        log.warn(
+            case,
+            f"SUVmax {pet.max():.1f} is above {SUV_MAX_PLAUSIBLE:g}; check units, weight and dose",
+            case=case,
+        )
     return pet

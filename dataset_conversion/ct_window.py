@@ -34,8 +34,10 @@ def body_saturation(hu: np.ndarray, window: tuple[float, float]) -> float:
 def saturation_message(fraction: float, window: tuple[float, float]) -> str | None:
     if fraction <= SATURATION_WARN_FRACTION:
         return None
-    return (f"CT window [{window[0]:g}, {window[1]:g}] HU saturates {100 * fraction:.1f}% of body voxels; the CT "
-            "channel is close to a body mask (a soft-tissue window such as --ct-window -160 240 keeps anatomy)")
+    return (
+        f"CT window [{window[0]:g}, {window[1]:g}] HU saturates {100 * fraction:.1f}% of body voxels; the CT "
+        "channel is close to a body mask (a soft-tissue window such as --ct-window -160 240 keeps anatomy)"
+    )
 
 
 def clip_hu(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:

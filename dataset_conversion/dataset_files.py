@@ -36,9 +36,13 @@ def dataset_folder(raw: Path, dataset_id: int, name: str) -> Path:
         raise ConversionError("--dataset-name", f"{name!r} must use only letters, digits and '-'")
     folder_name = f"Dataset{dataset_id:03d}_{name}"
     if raw.is_dir():
-        clashes = [p.name for p in raw.glob(f"Dataset{dataset_id:03d}_*") if p.is_dir() and p.name != folder_name]
+        clashes = [
+            p.name for p in raw.glob(f"Dataset{dataset_id:03d}_*") if p.is_dir() and p.name != folder_name
+        ]
         if clashes:
-            raise ConversionError(raw / clashes[0], f"dataset id {dataset_id} is already used; choose another id")
+            raise ConversionError(
+                raw / clashes[0], f"dataset id {dataset_id} is already used; choose another id"
+            )
     return raw / folder_name
 
 
@@ -47,12 +51,24 @@ def check_channel_normalisation(ct_norm: str, pet_norm: str, ct_is_clipped: bool
         if value not in NORMALISATION_CHOICES:
             raise ConversionError(where, f"{value!r} is not one of {', '.join(NORMALISATION_CHOICES)}")
     if ct_is_clipped and ct_norm == "CT":
-        raise ConversionError("--ct-norm", "'CT' normalisation on a window-clipped CT collapses the channel to a "
-                              "constant (foreground percentiles all sit at the window edge); use zscore or noNorm")
+        raise ConversionError(
+            "--ct-norm",
+            "'CT' normalisation on a window-clipped CT collapses the channel to a "
+            "constant (foreground percentiles all sit at the window edge); use zscore or noNorm",
+        )
 
 
-def dataset_json(*, num_training: int, ct_norm: str, pet_norm: str, name: str, description: str,
-                 reference: str, licence: str, conversion: Mapping) -> dict:
+def dataset_json(
+    *,
+    num_training: int,
+    ct_norm: str,
+    pet_norm: str,
+    name: str,
+    description: str,
+    reference: str,
+    licence: str,
+    conversion: Mapping,
+) -> dict:
     """A dataset.json nnU-Net accepts, plus a ``cipa_conversion`` block nnU-Net ignores.
 
     The block states what the channels hold (units, CT window, PET scale) so that later steps (a
@@ -72,7 +88,9 @@ def dataset_json(*, num_training: int, ct_norm: str, pet_norm: str, name: str, d
     }
 
 
-def patient_grouped_folds(case_to_patient: Mapping[str, str], n_folds: int = 5, seed: int = 12345) -> list[dict]:
+def patient_grouped_folds(
+    case_to_patient: Mapping[str, str], n_folds: int = 5, seed: int = 12345
+) -> list[dict]:
     """nnU-Net style folds (``[{"train": [...], "val": [...]}, ...]``) in which no patient is split.
 
     Patients are shuffled with a fixed seed, then each goes to the fold with the fewest cases so

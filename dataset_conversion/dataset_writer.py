@@ -47,8 +47,18 @@ class DatasetWriter:
     def __exit__(self, *exc) -> None:
         self.staged.__exit__(*exc)
 
-    def add_case(self, case_id: str, *, patient: str, source: str, ct: sitk.Image, pet: sitk.Image,
-                 label: sitk.Image | None, test: bool, provenance: dict | None = None) -> None:
+    def add_case(
+        self,
+        case_id: str,
+        *,
+        patient: str,
+        source: str,
+        ct: sitk.Image,
+        pet: sitk.Image,
+        label: sitk.Image | None,
+        test: bool,
+        provenance: dict | None = None,
+    ) -> None:
         self.ids.register(case_id, source)
         images, labels = ("imagesTs", "labelsTs") if test else ("imagesTr", "labelsTr")
         root = self.staged.path
@@ -60,8 +70,12 @@ class DatasetWriter:
         self.case_source[case_id] = source
         if test:
             self.test_cases.add(case_id)
-        self.provenance[case_id] = {"patient": patient, "source": source, "split": "test" if test else "train",
-                                    **(provenance or {})}
+        self.provenance[case_id] = {
+            "patient": patient,
+            "source": source,
+            "split": "test" if test else "train",
+            **(provenance or {}),
+        }
 
     @property
     def training_cases(self) -> list[str]:
@@ -74,11 +88,17 @@ class DatasetWriter:
         if len(set(train_patients.values())) >= 2:
             splits = patient_grouped_folds(train_patients, n_folds=n_folds, seed=seed)
             write_json_atomic(splits, root / "splits_final.json")
-            manifest["splits"] = {"folds": len(splits), "grouped_by": "patient",
-                                  "val_cases_per_fold": [len(s["val"]) for s in splits]}
+            manifest["splits"] = {
+                "folds": len(splits),
+                "grouped_by": "patient",
+                "val_cases_per_fold": [len(s["val"]) for s in splits],
+            }
         else:
-            self.log.warn(self.target.name, "fewer than two training patients: no splits_final.json written "
-                          "(nnU-Net would make a random split over cases)")
+            self.log.warn(
+                self.target.name,
+                "fewer than two training patients: no splits_final.json written "
+                "(nnU-Net would make a random split over cases)",
+            )
         for sub in ("imagesTs", "labelsTs"):
             if not any((root / sub).iterdir()):
                 (root / sub).rmdir()
@@ -86,8 +106,14 @@ class DatasetWriter:
         writer = csv.writer(buffer)
         writer.writerow(["case_id", "patient", "split", "source"])
         for case in sorted(self.case_patient):
-            writer.writerow([case, self.case_patient[case], "test" if case in self.test_cases else "train",
-                             self.case_source[case]])
+            writer.writerow(
+                [
+                    case,
+                    self.case_patient[case],
+                    "test" if case in self.test_cases else "train",
+                    self.case_source[case],
+                ]
+            )
         (root / MAPPING_NAME).write_text(buffer.getvalue())
         manifest = {
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -82,11 +82,16 @@ def index_folder(root: Path | Iterable[Path], log: ConversionLog | None = None) 
                 if not for_uid and len(set(frames)) == 1:
                     for_uid = frames[0]
                 info = SeriesInfo(
-                    series_uid=uid, modality=str(ds.Modality).upper(), patient_id=str(getattr(ds, "PatientID", "")),
-                    study_uid=str(getattr(ds, "StudyInstanceUID", "")), frame_of_reference_uid=for_uid,
+                    series_uid=uid,
+                    modality=str(ds.Modality).upper(),
+                    patient_id=str(getattr(ds, "PatientID", "")),
+                    study_uid=str(getattr(ds, "StudyInstanceUID", "")),
+                    frame_of_reference_uid=for_uid,
                     description=str(getattr(ds, "SeriesDescription", "")),
                     image_type=tuple(str(t) for t in (getattr(ds, "ImageType", None) or [])),
-                    referenced_series_uids=refs, referenced_frame_of_reference_uids=frames)
+                    referenced_series_uids=refs,
+                    referenced_frame_of_reference_uids=frames,
+                )
                 index[uid] = info
             info.files.append(path)
     if log is not None and skipped:

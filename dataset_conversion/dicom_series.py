@@ -59,24 +59,39 @@ def order_slices(files: list[Path], headers: list[Dataset], where: str, log: Con
     spacing = _floats(getattr(first, "PixelSpacing", None), 2, where, "PixelSpacing")
     shape = (getattr(first, "Rows", None), getattr(first, "Columns", None))
     for f, h in zip(files, headers, strict=True):
-        if not np.allclose(_floats(getattr(h, "ImageOrientationPatient", None), 6, f, "ImageOrientationPatient"),
-                           iop, atol=1e-4):
+        if not np.allclose(
+            _floats(getattr(h, "ImageOrientationPatient", None), 6, f, "ImageOrientationPatient"),
+            iop,
+            atol=1e-4,
+        ):
             raise ConversionError(f, "ImageOrientationPatient differs from the first slice of the series")
         if (getattr(h, "Rows", None), getattr(h, "Columns", None)) != shape:
             raise ConversionError(f, "Rows/Columns differ from the first slice of the series")
-        if not np.allclose(_floats(getattr(h, "PixelSpacing", None), 2, f, "PixelSpacing"), spacing, atol=1e-4):
+        if not np.allclose(
+            _floats(getattr(h, "PixelSpacing", None), 2, f, "PixelSpacing"), spacing, atol=1e-4
+        ):
             raise ConversionError(f, "PixelSpacing differs from the first slice of the series")
     row_dir, col_dir = iop[:3], iop[3:]
     normal = np.cross(row_dir, col_dir)
     for vec in (row_dir, col_dir):
         if np.abs(np.abs(vec) - np.round(np.abs(vec))).max() > AXIS_TOLERANCE:
-            raise ConversionError(where, f"tilted or oblique slices (ImageOrientationPatient {iop.tolist()}); "
-                                  "only axis-aligned series are supported")
+            raise ConversionError(
+                where,
+                f"tilted or oblique slices (ImageOrientationPatient {iop.tolist()}); "
+                "only axis-aligned series are supported",
+            )
     if abs(abs(normal[2]) - 1) > AXIS_TOLERANCE:
         raise ConversionError(where, f"not an axial series (slice normal {normal.round(3).tolist()})")
-    positions = np.array([float(np.dot(_floats(getattr(h, "ImagePositionPatient", None), 3, f,
-                                               "ImagePositionPatient"), normal))
-                          for f, h in zip(files, headers, strict=True)])
+    positions = np.array(
+        [
+            float(
+                np.dot(
+                    _floats(getattr(h, "ImagePositionPatient", None), 3, f, "ImagePositionPatient"), normal
+                )
+            )
+            for f, h in zip(files, headers, strict=True)
+        ]
+    )
     order = np.argsort(positions, kind="stable")
     positions = positions[order]
     files = [files[i] for i in order]
@@ -84,25 +99,43 @@ def order_slices(files: list[Path], headers: list[Dataset], where: str, log: Con
     steps = np.diff(positions)
     if steps.size and steps.min() < DUPLICATE_TOLERANCE_MM:
         k = int(np.argmin(steps))
-        raise ConversionError(files[k + 1], f"two slices at the same position {positions[k]:.3f} mm "
-                              "(mixed or duplicated series)")
+        raise ConversionError(
+            files[k + 1],
+            f"two slices at the same position {positions[k]:.3f} mm (mixed or duplicated series)",
+        )
     if steps.size:
         median = float(np.median(steps))
         if steps.max() > GAP_FACTOR * median:
             k = int(np.argmax(steps))
-            raise ConversionError(where, f"gap of {steps[k]:.2f} mm after slice at {positions[k]:.2f} mm "
-                                  f"(median step {median:.2f} mm): missing slices")
+            raise ConversionError(
+                where,
+                f"gap of {steps[k]:.2f} mm after slice at {positions[k]:.2f} mm "
+                f"(median step {median:.2f} mm): missing slices",
+            )
         step = float((positions[-1] - positions[0]) / (len(positions) - 1))
         nonuniformity = float(np.abs(positions - (positions[0] + step * np.arange(len(positions)))).max())
         if nonuniformity > NONUNIFORM_WARN_MM:
-            log.warn(where, f"slice spacing is not uniform: up to {nonuniformity:.3f} mm from a regular "
-                     f"{step:.4f} mm grid")
+            log.warn(
+                where,
+                f"slice spacing is not uniform: up to {nonuniformity:.3f} mm from a regular "
+                f"{step:.4f} mm grid",
+            )
     else:
-        step = float(getattr(first, "SpacingBetweenSlices", None) or getattr(first, "SliceThickness", None) or 1.0)
+        step = float(
+            getattr(first, "SpacingBetweenSlices", None) or getattr(first, "SliceThickness", None) or 1.0
+        )
         nonuniformity = 0.0
-    return SliceStack(files=files, headers=headers, positions=positions, row_dir=row_dir, col_dir=col_dir,
-                      normal=normal, spacing_xy=(float(spacing[1]), float(spacing[0])), step=step,
-                      nonuniformity_mm=nonuniformity)
+    return SliceStack(
+        files=files,
+        headers=headers,
+        positions=positions,
+        row_dir=row_dir,
+        col_dir=col_dir,
+        normal=normal,
+        spacing_xy=(float(spacing[1]), float(spacing[0])),
+        step=step,
+        nonuniformity_mm=nonuniformity,
+    )
 
 
 def read_volume(stack: SliceStack, where: str) -> sitk.Image:
@@ -115,7 +148,9 @@ def read_volume(stack: SliceStack, where: str) -> sitk.Image:
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise ConversionError(where, f"SimpleITK could not read the series: {str(exc).splitlines()[0]}") from exc
+        raise ConversionError(
+            where, f"SimpleITK could not read the series: {str(exc).splitlines()[0]}"
+        ) from exc
     finally:
         sitk.ProcessObject_SetGlobalWarningDisplay(warnings_shown)
     h0 = stack.headers[0]

@@ -12,5 +12,11 @@ import SimpleITK as sitk
 
 
 def resample_onto(moving: sitk.Image, reference: sitk.Image, fill_value: float = 0.0) -> sitk.Image:
-    return sitk.Resample(moving, reference, sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear,
-                         float(fill_value), sitk.sitkFloat32)
+    return sitk.Resample(
+        moving,
+        reference,
+        sitk.Transform(3, sitk.sitkIdentity),
+        sitk.sitkLinear,
+        float(fill_value),
+        sitk.sitkFloat32,
+    )

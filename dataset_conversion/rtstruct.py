@@ -36,16 +36,23 @@ def find_roi(ds: Dataset, names: Sequence[str], where: str | Path) -> tuple[str,
     available = [(str(r.ROIName), int(r.ROINumber)) for r in getattr(ds, "StructureSetROISequence", []) or []]
     hits = [(n, k) for n, k in available if n.strip().casefold() in wanted]
     if not hits:
-        raise ConversionError(where, f"no ROI named {' or '.join(names)}; ROIs present: "
-                              f"{', '.join(n for n, _ in available) or 'none'}")
+        raise ConversionError(
+            where,
+            f"no ROI named {' or '.join(names)}; ROIs present: "
+            f"{', '.join(n for n, _ in available) or 'none'}",
+        )
     if len(hits) > 1:
-        raise ConversionError(where, f"several ROIs match {' or '.join(names)}: {', '.join(n for n, _ in hits)}")
+        raise ConversionError(
+            where, f"several ROIs match {' or '.join(names)}: {', '.join(n for n, _ in hits)}"
+        )
     return hits[0]
 
 
 def has_roi(ds: Dataset, names: Sequence[str]) -> bool:
     wanted = {n.casefold() for n in names}
-    return any(str(r.ROIName).strip().casefold() in wanted for r in getattr(ds, "StructureSetROISequence", []) or [])
+    return any(
+        str(r.ROIName).strip().casefold() in wanted for r in getattr(ds, "StructureSetROISequence", []) or []
+    )
 
 
 def roi_contours(ds: Dataset, roi_number: int, where: str | Path, log: ConversionLog) -> list[np.ndarray]:
@@ -61,10 +68,14 @@ def roi_contours(ds: Dataset, roi_number: int, where: str | Path, log: Conversio
                 skipped += 1
                 continue
             if data.size % 3:
-                raise ConversionError(where, f"ROI {roi_number}: ContourData length {data.size} is not a multiple of 3")
+                raise ConversionError(
+                    where, f"ROI {roi_number}: ContourData length {data.size} is not a multiple of 3"
+                )
             contours.append(data.reshape(-1, 3))
         if skipped:
-            log.warn(where, f"ROI {roi_number}: skipped {skipped} contours that are not CLOSED_PLANAR polygons")
+            log.warn(
+                where, f"ROI {roi_number}: skipped {skipped} contours that are not CLOSED_PLANAR polygons"
+            )
         return contours
     return []
 
@@ -75,8 +86,13 @@ def _physical_to_index(points: np.ndarray, image: sitk.Image) -> np.ndarray:
     return np.linalg.solve(scale, (points - np.array(image.GetOrigin(), dtype=float)).T).T
 
 
-def rasterise(contours: Sequence[np.ndarray], reference: sitk.Image, where: str | Path,
-              log: ConversionLog, roi_name: str = "ROI") -> np.ndarray:
+def rasterise(
+    contours: Sequence[np.ndarray],
+    reference: sitk.Image,
+    where: str | Path,
+    log: ConversionLog,
+    roi_name: str = "ROI",
+) -> np.ndarray:
     """Binary mask (z, y, x) uint8 on ``reference``'s grid; errors on empty or out-of-grid ROIs."""
     nx, ny, nz = reference.GetSize()
     mask = np.zeros((nz, ny, nx), dtype=bool)
@@ -85,21 +101,35 @@ def rasterise(contours: Sequence[np.ndarray], reference: sitk.Image, where: str 
         index = _physical_to_index(points, reference)
         k_values = index[:, 2]
         if np.ptp(k_values) > COPLANAR_TOLERANCE:
-            raise ConversionError(where, f"{roi_name}: a contour is not parallel to the image slices "
-                                  f"(spans {np.ptp(k_values):.2f} slices)")
+            raise ConversionError(
+                where,
+                f"{roi_name}: a contour is not parallel to the image slices "
+                f"(spans {np.ptp(k_values):.2f} slices)",
+            )
         k_mean = float(k_values.mean())
         k = int(round(k_mean))
-        if not (0 <= k < nz) or index[:, 0].min() < -0.5 or index[:, 0].max() > nx - 0.5 \
-                or index[:, 1].min() < -0.5 or index[:, 1].max() > ny - 0.5:
-            raise ConversionError(where, f"{roi_name}: a contour at z={points[0, 2]:.2f} mm lies outside the image "
-                                  f"grid ({nx}x{ny}x{nz})")
+        if (
+            not (0 <= k < nz)
+            or index[:, 0].min() < -0.5
+            or index[:, 0].max() > nx - 0.5
+            or index[:, 1].min() < -0.5
+            or index[:, 1].max() > ny - 0.5
+        ):
+            raise ConversionError(
+                where,
+                f"{roi_name}: a contour at z={points[0, 2]:.2f} mm lies outside the image "
+                f"grid ({nx}x{ny}x{nz})",
+            )
         worst_offset = max(worst_offset, abs(k_mean - k))
         rr, cc = polygon(index[:, 1], index[:, 0], shape=(ny, nx))
         plane = np.zeros((ny, nx), dtype=bool)
         plane[rr, cc] = True
         mask[k] ^= plane
     if worst_offset > PLANE_OFFSET_WARN:
-        log.warn(where, f"{roi_name}: contour planes lie up to {worst_offset:.2f} slice steps from the image slices")
+        log.warn(
+            where,
+            f"{roi_name}: contour planes lie up to {worst_offset:.2f} slice steps from the image slices",
+        )
     if not mask.any():
         raise ConversionError(where, f"{roi_name} is empty on this image grid")
     return mask.astype(np.uint8)

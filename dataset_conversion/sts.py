@@ -106,17 +106,31 @@ def load_patient(patient_id: str, series, options: StsOptions, log: ConversionLo
     suv = resample_onto(pet * suv_info.factor, ct)
 
     roi_name, roi_number = find_roi(chosen.rtstruct, names, chosen.rtstruct_file)
-    label = rasterise(roi_contours(chosen.rtstruct, roi_number, chosen.rtstruct_file, log), ct,
-                      chosen.rtstruct_file, log, roi_name)
-    counts = {options.roi if not options.roi_names else "chosen": int(label.reshape(label.shape[0], -1).any(1).sum())}
+    label = rasterise(
+        roi_contours(chosen.rtstruct, roi_number, chosen.rtstruct_file, log),
+        ct,
+        chosen.rtstruct_file,
+        log,
+        roi_name,
+    )
+    counts = {
+        options.roi if not options.roi_names else "chosen": int(
+            label.reshape(label.shape[0], -1).any(1).sum()
+        )
+    }
     for other, aliases in ROI_ALIASES.items():  # the parity report counts every ROI choice
         if other == options.roi and not options.roi_names:
             continue
         if has_roi(chosen.rtstruct, aliases):
             quiet = ConversionLog(quiet=True)
             other_name, other_number = find_roi(chosen.rtstruct, aliases, chosen.rtstruct_file)
-            other_mask = rasterise(roi_contours(chosen.rtstruct, other_number, chosen.rtstruct_file, quiet), ct,
-                                   chosen.rtstruct_file, quiet, other_name)
+            other_mask = rasterise(
+                roi_contours(chosen.rtstruct, other_number, chosen.rtstruct_file, quiet),
+                ct,
+                chosen.rtstruct_file,
+                quiet,
+                other_name,
+            )
             counts[other] = int(other_mask.reshape(other_mask.shape[0], -1).any(1).sum())
         else:
             counts[other] = counts[next(iter(counts))]  # Vallieres: no separate edema ROI -> the mass
@@ -130,8 +144,10 @@ def load_patient(patient_id: str, series, options: StsOptions, log: ConversionLo
     ct_clipped = sitk.GetImageFromArray(clip_hu(hu, options.ct_window))
     ct_clipped.CopyInformation(ct)
     provenance = {
-        "ct_series": chosen.ct.series_uid, "pet_series": chosen.pet.series_uid,
-        "rtstruct_file": str(chosen.rtstruct_file), "roi": roi_name,
+        "ct_series": chosen.ct.series_uid,
+        "pet_series": chosen.pet.series_uid,
+        "rtstruct_file": str(chosen.rtstruct_file),
+        "roi": roi_name,
         "frame_of_reference": chosen.ct.frame_of_reference_uid,
         "suv": suv_info.as_dict(),
         "ct_grid": {"size": ct.GetSize(), "spacing": ct.GetSpacing(), "origin": ct.GetOrigin()},
@@ -147,26 +163,38 @@ def _slice(image: sitk.Image, k: int) -> sitk.Image:
     return image[:, :, k]
 
 
-def _write_patient(writer: DatasetWriter, vols: PatientVolumes, options: StsOptions, test: bool,
-                   log: ConversionLog) -> int:
+def _write_patient(
+    writer: DatasetWriter, vols: PatientVolumes, options: StsOptions, test: bool, log: ConversionLog
+) -> int:
     prefix = sanitise_case_id(vols.patient_id)
     keep = kept_slices(vols.label, options.slices, options.margin)
     ct_arr = sitk.GetArrayViewFromImage(vols.ct_hu)
     suv_arr = sitk.GetArrayFromImage(vols.suv)
     uncovered = [k for k in keep if vols.label[k].any() and not suv_arr[k].any()]
     if uncovered:
-        log.warn(f"patient {vols.patient_id}", f"{len(uncovered)} labelled CT slices lie outside the PET field of "
-                 "view (PET is 0 there)")
+        log.warn(
+            f"patient {vols.patient_id}",
+            f"{len(uncovered)} labelled CT slices lie outside the PET field of view (PET is 0 there)",
+        )
     label_img = sitk.GetImageFromArray(vols.label)
     label_img.CopyInformation(vols.ct_hu)
     if options.mode == "3d":
         lo, hi = min(keep), max(keep) + 1
-        pet = check_case_arrays(prefix, ct_arr[lo:hi], suv_arr[lo:hi], vols.label[lo:hi], options.ct_window, log)
+        pet = check_case_arrays(
+            prefix, ct_arr[lo:hi], suv_arr[lo:hi], vols.label[lo:hi], options.ct_window, log
+        )
         suv_img = sitk.GetImageFromArray(pet.astype(np.float32))
         suv_img.CopyInformation(vols.suv[:, :, lo:hi])
-        writer.add_case(prefix, patient=vols.patient_id, source=vols.patient_id, ct=vols.ct_hu[:, :, lo:hi],
-                        pet=suv_img, label=label_img[:, :, lo:hi], test=test,
-                        provenance={**vols.provenance, "z_range": [lo, hi]})
+        writer.add_case(
+            prefix,
+            patient=vols.patient_id,
+            source=vols.patient_id,
+            ct=vols.ct_hu[:, :, lo:hi],
+            pet=suv_img,
+            label=label_img[:, :, lo:hi],
+            test=test,
+            provenance={**vols.provenance, "z_range": [lo, hi]},
+        )
         return 1
     for k in keep:
         case = f"{prefix}_s{k:03d}"
@@ -174,15 +202,32 @@ def _write_patient(writer: DatasetWriter, vols: PatientVolumes, options: StsOpti
         suv_img = sitk.GetImageFromArray(pet.astype(np.float32))
         suv_slice = _slice(vols.suv, k)
         suv_img.CopyInformation(suv_slice)
-        writer.add_case(case, patient=vols.patient_id, source=f"{vols.patient_id} slice {k}",
-                        ct=_slice(vols.ct_hu, k), pet=suv_img, label=_slice(label_img, k), test=test,
-                        provenance={"z_index": k, "z_mm": vols.ct_hu.TransformIndexToPhysicalPoint((0, 0, k))[2],
-                                    "suv_factor": vols.provenance["suv"]["factor"]})
+        writer.add_case(
+            case,
+            patient=vols.patient_id,
+            source=f"{vols.patient_id} slice {k}",
+            ct=_slice(vols.ct_hu, k),
+            pet=suv_img,
+            label=_slice(label_img, k),
+            test=test,
+            provenance={
+                "z_index": k,
+                "z_mm": vols.ct_hu.TransformIndexToPhysicalPoint((0, 0, k))[2],
+                "suv_factor": vols.provenance["suv"]["factor"],
+            },
+        )
     return len(keep)
 
 
-def convert_sts(root: Path, target: Path, options: StsOptions, overwrite: bool, log: ConversionLog,
-                argv: Sequence[str] = (), progress: bool = True) -> dict:
+def convert_sts(
+    root: Path,
+    target: Path,
+    options: StsOptions,
+    overwrite: bool,
+    log: ConversionLog,
+    argv: Sequence[str] = (),
+    progress: bool = True,
+) -> dict:
     """Convert every patient under ``root``; returns the summary (also stored in the manifest)."""
     if options.mode not in ("2d", "3d"):
         raise ConversionError("--mode", f"{options.mode!r} is not 2d or 3d")
@@ -192,8 +237,11 @@ def convert_sts(root: Path, target: Path, options: StsOptions, overwrite: bool, 
     if not root.is_dir():
         raise ConversionError(root, "input folder does not exist")
     index = index_folder(root, log)
-    patients = {pid: s for pid, s in by_patient(index).items()
-                if any(x.modality == "PT" for x in s) and any(x.modality == "CT" for x in s)}
+    patients = {
+        pid: s
+        for pid, s in by_patient(index).items()
+        if any(x.modality == "PT" for x in s) and any(x.modality == "CT" for x in s)
+    }
     if not patients:
         raise ConversionError(root, "no patient with both CT and PET series found")
     if options.test_patients is not None:
@@ -215,23 +263,49 @@ def convert_sts(root: Path, target: Path, options: StsOptions, overwrite: bool, 
                 per = roi_counts.setdefault(roi, {"pairs": 0, "train": 0, "test": 0})
                 per["pairs"] += n
                 per["test" if is_test else "train"] += n
-        parity = {roi: parity_report("STS", {**c, "patients": len(patients)}) for roi, c in roi_counts.items()}
-        summary = {"patients": len(patients), "train_patients": train, "test_patients": test,
-                   "cases": counts, "parity": parity, "warnings": len(log.warnings)}
-        description = (f"TCIA Soft-tissue-Sarcoma PET/CT, ROI {options.roi_names or options.roi}, "
-                       f"{options.mode} cases, slices: {options.slices}")
-        conversion = {"source": "TCIA Soft-tissue-Sarcoma", "ct_units": "HU",
-                      "ct_window": list(options.ct_window), "pet_units": "SUVbw",
-                      "pet_resampling": "linear onto the CT grid, fill 0", "mode": options.mode,
-                      "roi": list(options.names()), "slices": options.slices}
-        ds_json = dataset_json(num_training=len(writer.training_cases), ct_norm=options.ct_norm,
-                               pet_norm=options.pet_norm, name="STS", description=description,
-                               reference="Vallieres et al. 2015, doi:10.7937/K9/TCIA.2015.7GO2GSKS",
-                               licence="CC BY 3.0", conversion=conversion)
+        parity = {
+            roi: parity_report("STS", {**c, "patients": len(patients)}) for roi, c in roi_counts.items()
+        }
+        summary = {
+            "patients": len(patients),
+            "train_patients": train,
+            "test_patients": test,
+            "cases": counts,
+            "parity": parity,
+            "warnings": len(log.warnings),
+        }
+        description = (
+            f"TCIA Soft-tissue-Sarcoma PET/CT, ROI {options.roi_names or options.roi}, "
+            f"{options.mode} cases, slices: {options.slices}"
+        )
+        conversion = {
+            "source": "TCIA Soft-tissue-Sarcoma",
+            "ct_units": "HU",
+            "ct_window": list(options.ct_window),
+            "pet_units": "SUVbw",
+            "pet_resampling": "linear onto the CT grid, fill 0",
+            "mode": options.mode,
+            "roi": list(options.names()),
+            "slices": options.slices,
+        }
+        ds_json = dataset_json(
+            num_training=len(writer.training_cases),
+            ct_norm=options.ct_norm,
+            pet_norm=options.pet_norm,
+            name="STS",
+            description=description,
+            reference="Vallieres et al. 2015, doi:10.7937/K9/TCIA.2015.7GO2GSKS",
+            licence="CC BY 3.0",
+            conversion=conversion,
+        )
         options_record = asdict(options)
         options_record["overrides"] = {k: asdict(v) for k, v in options.overrides.items()}
-        manifest = {"command": ["nnunetv2_cipa", "convert", "sts", *argv], "inputs": {"root": str(root)},
-                    "parameters": options_record, "summary": summary}
+        manifest = {
+            "command": ["nnunetv2_cipa", "convert", "sts", *argv],
+            "inputs": {"root": str(root)},
+            "parameters": options_record,
+            "summary": summary,
+        }
         writer.finish(ds_json, manifest, options.n_folds, options.seed)
     summary["lines"] = [format_parity(f"STS parity, ROI {roi}", rep) for roi, rep in parity.items()]
     return summary

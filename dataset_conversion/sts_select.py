@@ -58,8 +58,9 @@ def _is_quantitative_pet(info: SeriesInfo) -> bool:
     return {"ATTN", "DECY"} <= corrected
 
 
-def select_series(patient_id: str, series: Sequence[SeriesInfo], roi_names: Sequence[str],
-                  log: ConversionLog) -> PatientSeries:
+def select_series(
+    patient_id: str, series: Sequence[SeriesInfo], roi_names: Sequence[str], log: ConversionLog
+) -> PatientSeries:
     where = f"patient {patient_id}"
     cts = [s for s in series if s.modality == "CT" and "LOCALIZER" not in {t.upper() for t in s.image_type}]
     ct = _prefer_original(cts, "CT", where, log)
@@ -70,8 +71,11 @@ def select_series(patient_id: str, series: Sequence[SeriesInfo], roi_names: Sequ
             log.note(where, f"ignored PET series {s.description!r}: not attenuation- and decay-corrected")
     pet = _prefer_original(quantitative, "attenuation-corrected PET", where, log)
     if not ct.frame_of_reference_uid or ct.frame_of_reference_uid != pet.frame_of_reference_uid:
-        raise ConversionError(where, f"CT and PET have different FrameOfReferenceUIDs ({ct.frame_of_reference_uid} vs "
-                              f"{pet.frame_of_reference_uid}); registration is not supported")
+        raise ConversionError(
+            where,
+            f"CT and PET have different FrameOfReferenceUIDs ({ct.frame_of_reference_uid} vs "
+            f"{pet.frame_of_reference_uid}); registration is not supported",
+        )
 
     ranked: dict[int, list[tuple[Path, Dataset]]] = {0: [], 1: [], 2: []}
     for s in series:
@@ -82,15 +86,23 @@ def select_series(patient_id: str, series: Sequence[SeriesInfo], roi_names: Sequ
             frames = set(s.referenced_frame_of_reference_uids) | {str(getattr(ds, "FrameOfReferenceUID", ""))}
             if ct.frame_of_reference_uid not in frames or not has_roi(ds, roi_names):
                 continue
-            rank = 0 if ct.series_uid in s.referenced_series_uids else 1 if pet.series_uid in s.referenced_series_uids \
+            rank = (
+                0
+                if ct.series_uid in s.referenced_series_uids
+                else 1
+                if pet.series_uid in s.referenced_series_uids
                 else 2
+            )
             ranked[rank].append((path, ds))
     for rank in (0, 1, 2):
         if len(ranked[rank]) > 1:
             files = ", ".join(str(p) for p, _ in ranked[rank])
-            raise ConversionError(where, f"several RTSTRUCTs hold {' or '.join(roi_names)} at the same priority: {files}")
+            raise ConversionError(
+                where, f"several RTSTRUCTs hold {' or '.join(roi_names)} at the same priority: {files}"
+            )
         if ranked[rank]:
             path, ds = ranked[rank][0]
             return PatientSeries(patient_id, ct, pet, path, ds)
-    raise ConversionError(where, f"no RTSTRUCT in the CT/PET frame of reference has an ROI named "
-                          f"{' or '.join(roi_names)}")
+    raise ConversionError(
+        where, f"no RTSTRUCT in the CT/PET frame of reference has an ROI named {' or '.join(roi_names)}"
+    )

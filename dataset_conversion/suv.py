@@ -97,8 +97,11 @@ def _as_float(value) -> float | None:
 
 
 def _series_datetime(ds: Dataset) -> datetime | None:
-    day = parse_da(getattr(ds, "SeriesDate", None)) or parse_da(getattr(ds, "AcquisitionDate", None)) \
+    day = (
+        parse_da(getattr(ds, "SeriesDate", None))
+        or parse_da(getattr(ds, "AcquisitionDate", None))
         or parse_da(getattr(ds, "StudyDate", None))
+    )
     return combine(day, parse_tm(getattr(ds, "SeriesTime", None)))
 
 
@@ -115,7 +118,9 @@ def _scan_reference(headers: Sequence[Dataset], where: str, result: SuvFactor) -
     acquisitions = [a for a in (_acquisition_datetime(h) for h in headers) if a is not None]
     earliest = min(acquisitions) if acquisitions else None
     if series_dt is None and earliest is None:
-        raise ConversionError(where, "no SeriesDate/SeriesTime or AcquisitionDateTime to decay-correct the dose to")
+        raise ConversionError(
+            where, "no SeriesDate/SeriesTime or AcquisitionDateTime to decay-correct the dose to"
+        )
     if series_dt is not None and (earliest is None or series_dt <= earliest):
         result.scan_reference_source = "SeriesDate+SeriesTime"
         return series_dt
@@ -127,13 +132,14 @@ def _scan_reference(headers: Sequence[Dataset], where: str, result: SuvFactor) -
         result.scan_reference_source = "earliest AcquisitionDateTime"
         reference = earliest
     if series_dt is not None:
-        result.warnings.append(f"series time {series_dt.time()} is after the first acquisition {earliest.time()} "
-                               f"(post-processed series); used {result.scan_reference_source}")
+        result.warnings.append(
+            f"series time {series_dt.time()} is after the first acquisition {earliest.time()} "
+            f"(post-processed series); used {result.scan_reference_source}"
+        )
     return reference
 
 
-def _injection(rp: Dataset, scan: datetime, where: str, result: SuvFactor,
-               override: str | None) -> datetime:
+def _injection(rp: Dataset, scan: datetime, where: str, result: SuvFactor, override: str | None) -> datetime:
     if override:
         result.injection_source = "override"
         return datetime.fromisoformat(override)
@@ -142,14 +148,18 @@ def _injection(rp: Dataset, scan: datetime, where: str, result: SuvFactor,
         return parse_dt(rp.RadiopharmaceuticalStartDateTime)
     start = parse_tm(getattr(rp, "RadiopharmaceuticalStartTime", None))
     if start is None:
-        raise ConversionError(where, "no RadiopharmaceuticalStartTime or StartDateTime (injection time unknown)")
+        raise ConversionError(
+            where, "no RadiopharmaceuticalStartTime or StartDateTime (injection time unknown)"
+        )
     injection = datetime.combine(scan.date(), start)
     result.injection_source = "RadiopharmaceuticalStartTime on the scan date"
     if injection - scan > timedelta(hours=1):
         injection -= timedelta(days=1)
         result.injection_source += ", previous day (scan across midnight)"
-        result.warnings.append(f"injection {start} is after the scan {scan.time()}: taken as the previous day "
-                               "(scan across midnight)")
+        result.warnings.append(
+            f"injection {start} is after the scan {scan.time()}: taken as the previous day "
+            "(scan across midnight)"
+        )
     return injection
 
 
@@ -164,8 +174,9 @@ def _weight_grams(first: Dataset, where: str, result: SuvFactor, override: float
     return weight * 1000.0
 
 
-def compute_suv_factor(headers: Sequence[Dataset], where: str,
-                       overrides: SuvOverrides | None = None) -> SuvFactor:
+def compute_suv_factor(
+    headers: Sequence[Dataset], where: str, overrides: SuvOverrides | None = None
+) -> SuvFactor:
     """Body-weight SUV factor for one PET series (``headers``: every slice, pixels not needed)."""
     if not headers:
         raise ConversionError(where, "no PET slices")
@@ -175,8 +186,11 @@ def compute_suv_factor(headers: Sequence[Dataset], where: str,
         raise ConversionError(where, "enhanced (multi-frame) PET is not supported")
     corrected = {str(c).upper() for c in (getattr(first, "CorrectedImage", None) or [])}
     if not {"ATTN", "DECY"} <= corrected:
-        raise ConversionError(where, f"CorrectedImage {sorted(corrected)} lacks ATTN or DECY: not a quantitative "
-                              "attenuation- and decay-corrected PET")
+        raise ConversionError(
+            where,
+            f"CorrectedImage {sorted(corrected)} lacks ATTN or DECY: not a quantitative "
+            "attenuation- and decay-corrected PET",
+        )
     units = str(_same_everywhere(headers, "Units", where) or "").upper()
     decay = str(_same_everywhere(headers, "DecayCorrection", where) or "").upper()
     result = SuvFactor(factor=float("nan"), units=units, decay_correction=decay)
@@ -184,7 +198,9 @@ def compute_suv_factor(headers: Sequence[Dataset], where: str,
     if units == "GML":
         suv_type = str(getattr(first, "SUVType", "BW") or "BW").upper()
         if suv_type != "BW":
-            raise ConversionError(where, f"Units GML with SUVType {suv_type}; only body-weight SUV (BW) is supported")
+            raise ConversionError(
+                where, f"Units GML with SUVType {suv_type}; only body-weight SUV (BW) is supported"
+            )
         result.factor = 1.0
         return result
     if units == "CNTS":
@@ -195,12 +211,16 @@ def compute_suv_factor(headers: Sequence[Dataset], where: str,
             return result
         activity_scale = _as_float(_private_value(first, 0x7053, PHILIPS_CREATOR, 0x09))
         if activity_scale is None:
-            raise ConversionError(where, "Units CNTS without the Philips private scale factors (7053,1000)/(7053,1009)")
+            raise ConversionError(
+                where, "Units CNTS without the Philips private scale factors (7053,1000)/(7053,1009)"
+            )
         bqml = _bqml_factor(headers, where, overrides, result)
         result.factor = activity_scale * bqml
         return result
     if units != "BQML":
-        raise ConversionError(where, f"Units {units or 'missing'} cannot be converted to SUV (need BQML, CNTS or GML)")
+        raise ConversionError(
+            where, f"Units {units or 'missing'} cannot be converted to SUV (need BQML, CNTS or GML)"
+        )
     result.factor = _bqml_factor(headers, where, overrides, result)
     return result
 
@@ -210,10 +230,15 @@ def _bqml_factor(headers: Sequence[Dataset], where: str, overrides: SuvOverrides
     _same_everywhere(headers, "PatientWeight", where)
     rp = _radiopharmaceutical(first)
     weight_g = _weight_grams(first, where, result, overrides.weight_kg)
-    dose = _as_float(overrides.dose_bq) if overrides.dose_bq is not None else _as_float(
-        getattr(rp, "RadionuclideTotalDose", None))
+    dose = (
+        _as_float(overrides.dose_bq)
+        if overrides.dose_bq is not None
+        else _as_float(getattr(rp, "RadionuclideTotalDose", None))
+    )
     if dose is None:
-        raise ConversionError(where, "RadionuclideTotalDose is missing or zero; give it in the per-patient overrides")
+        raise ConversionError(
+            where, "RadionuclideTotalDose is missing or zero; give it in the per-patient overrides"
+        )
     if dose < 1e6:
         result.warnings.append(f"RadionuclideTotalDose {dose} Bq is below 1 MBq; was it entered in MBq?")
     result.dose_bq = dose
@@ -227,8 +252,10 @@ def _bqml_factor(headers: Sequence[Dataset], where: str, overrides: SuvOverrides
         result.scan_reference_source = "DecayCorrection ADMIN (pixels already corrected to injection)"
         return weight_g / dose
     if result.decay_correction != "START":
-        raise ConversionError(where, f"DecayCorrection {result.decay_correction or 'missing'} is not supported "
-                              "(need START or ADMIN)")
+        raise ConversionError(
+            where,
+            f"DecayCorrection {result.decay_correction or 'missing'} is not supported (need START or ADMIN)",
+        )
     scan = _scan_reference(headers, where, result)
     injection = _injection(rp, scan, where, result, overrides.injection_datetime)
     dt = (scan - injection).total_seconds()
@@ -236,7 +263,9 @@ def _bqml_factor(headers: Sequence[Dataset], where: str, overrides: SuvOverrides
     result.injection_time = injection.isoformat()
     result.decay_time_s = dt
     if dt < 0:
-        raise ConversionError(where, f"injection {injection} is after the scan reference {scan} (negative decay time)")
+        raise ConversionError(
+            where, f"injection {injection} is after the scan reference {scan} (negative decay time)"
+        )
     if not PLAUSIBLE_UPTAKE_S[0] <= dt <= PLAUSIBLE_UPTAKE_S[1]:
         result.warnings.append(f"uptake time {dt / 60:.1f} min is outside 30-180 min")
     decayed_dose = dose * 2.0 ** (-dt / half_life)

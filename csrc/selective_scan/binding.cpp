@@ -144,7 +144,8 @@ std::vector<at::Tensor> fwd(const at::Tensor& u_in, const at::Tensor& delta_in, 
 std::vector<at::Tensor> bwd(const at::Tensor& u_in, const at::Tensor& delta_in, const at::Tensor& A_in,
                             const at::Tensor& B_in, const at::Tensor& C_in, const std::optional<at::Tensor>& D_in,
                             const std::optional<at::Tensor>& delta_bias_in, const at::Tensor& dout_in,
-                            const at::Tensor& ckpt_in, bool delta_softplus) {
+                            const at::Tensor& ckpt_in, const std::optional<at::Tensor>& dlast_state_in,
+                            bool delta_softplus) {
     ScanBwdParams p;
     fill_sizes(p, u_in, delta_in, A_in, B_in, C_in, D_in, delta_bias_in, delta_softplus);
     const auto in_dtype = u_in.scalar_type();
@@ -155,12 +156,20 @@ std::vector<at::Tensor> bwd(const at::Tensor& u_in, const at::Tensor& delta_in, 
     check_same_device(ckpt_in, u_in, "checkpoints");
     TORCH_CHECK(ckpt_in.scalar_type() == at::kFloat, "selective_scan_cuda: checkpoints must be float32");
     check_shape(ckpt_in, {u_in.size(0), u_in.size(1), p.n_chunks, p.dstate}, "checkpoints");
+    if (dlast_state_in.has_value()) {
+        check_same_device(*dlast_state_in, u_in, "dlast_state");
+        TORCH_CHECK(dlast_state_in->scalar_type() == at::kFloat, "selective_scan_cuda: dlast_state must be float32, got ",
+                    dlast_state_in->scalar_type());
+        check_shape(*dlast_state_in, {u_in.size(0), u_in.size(1), p.dstate}, "dlast_state");
+    }
     p.out_float = dout_in.scalar_type() == at::kFloat;
 
     const c10::cuda::CUDAGuard device_guard(u_in.device());
     const at::Tensor u = u_in.contiguous(), delta = delta_in.contiguous(), A = A_in.contiguous();
     const at::Tensor B = B_in.contiguous(), C = C_in.contiguous();
     const at::Tensor dout = dout_in.contiguous(), ckpt = ckpt_in.contiguous();
+    std::optional<at::Tensor> dlast_state;
+    if (dlast_state_in.has_value()) dlast_state = dlast_state_in->contiguous();
     std::optional<at::Tensor> D, delta_bias;
     if (D_in.has_value()) D = D_in->contiguous();
     if (delta_bias_in.has_value()) delta_bias = delta_bias_in->contiguous();
@@ -184,6 +193,7 @@ std::vector<at::Tensor> bwd(const at::Tensor& u_in, const at::Tensor& delta_in, 
         p.delta_bias = optional_ptr(delta_bias);
         p.dout = dout.data_ptr();
         p.ckpt_in = ckpt.data_ptr<float>();
+        p.dlast_state = optional_ptr(dlast_state);
         p.du = du.data_ptr();
         p.ddelta = ddelta.data_ptr();
         p.dA = dA.data_ptr<float>();
@@ -218,7 +228,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("bwd", &bwd, "Selective scan backward -> [du, ddelta, dA, dB, dC, dD, ddelta_bias]", pybind11::arg("u"),
           pybind11::arg("delta"), pybind11::arg("A"), pybind11::arg("B"), pybind11::arg("C"), pybind11::arg("D"),
           pybind11::arg("delta_bias"), pybind11::arg("dout"), pybind11::arg("checkpoints"),
-          pybind11::arg("delta_softplus"));
+          pybind11::arg("dlast_state"), pybind11::arg("delta_softplus"));
     m.attr("max_dstate") = nnunetv2_cipa::kScanMaxState;
     m.attr("chunk_items") = nnunetv2_cipa::kScanItems;
 }

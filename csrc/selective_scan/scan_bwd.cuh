@@ -60,10 +60,15 @@ __global__ void __launch_bounds__(kScanThreads) selective_scan_bwd_kernel(const 
     // Padding rows read nothing of their own (their dout is zero), so all their contributions vanish.
     const int row_items = rl.row_valid ? kItems : 0;
 
+    // g_carry = a_{t+1} gh_{t+1} for the step after the current chunk. Past the end of the sequence it is
+    // the gradient of the final state (return_last_state), which enters gh_{L-1} exactly like g_L would.
+    const float* dlast_row = p.dlast_state != nullptr && rl.row_valid
+                                 ? p.dlast_state + (static_cast<int64_t>(rl.b) * p.dim + rl.d) * p.dstate
+                                 : nullptr;
     float g_carry[kN], dA_acc[kN];
 #pragma unroll
     for (int n = 0; n < kN; ++n) {
-        g_carry[n] = 0.f;
+        g_carry[n] = dlast_row != nullptr && n < p.dstate ? dlast_row[n] : 0.f;
         dA_acc[n] = 0.f;
     }
     float dD_acc = 0.f, dbias_acc = 0.f;

@@ -66,6 +66,7 @@ struct ScanFwdParams {
 struct ScanBwdParams : ScanFwdParams {
     const void* dout = nullptr;    // dtype of out
     const float* ckpt_in = nullptr;  // the forward's checkpoints
+    const float* dlast_state = nullptr;  // optional (batch, dim, N) fp32: gradient of the final state
     void* du = nullptr;            // input dtype, fully written
     void* ddelta = nullptr;        // input dtype, fully written
     float* dA = nullptr;           // (dim, N), zero-initialised, accumulated with atomics

@@ -38,7 +38,7 @@ def selective_scan_reference(
     tensors = [t for t in (u, delta, A, B, C, D, delta_bias) if t is not None]
     compute = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
     batch, channels, length = u.shape
-    groups = B.shape[1]
+    groups, n_state = B.shape[1], B.shape[2]
     per_group = channels // groups
 
     dt = delta.to(compute)
@@ -47,24 +47,26 @@ def selective_scan_reference(
     if delta_softplus:
         dt = F.softplus(dt)  # log(1 + exp(x)), and x itself above 20 (threshold 20, as in the kernels)
     u_c = u.to(compute)
-    A_c = A.to(compute)
-    # Each channel reads the B/C rows of its group: (batch, K, N, L) -> (batch, K*Dk, N, L).
-    B_c = B.to(compute).repeat_interleave(per_group, dim=1)
-    C_c = C.to(compute).repeat_interleave(per_group, dim=1)
+    # Channel d = k * Dk + j reads group k = d // Dk: view channels as (K, Dk) and broadcast the
+    # (batch, K, N) rows of B and C over Dk (no copy of B/C per channel).
+    grouped = (batch, groups, per_group)
+    A_g = A.to(compute).view(groups, per_group, n_state)
+    dt_steps = dt.view(*grouped, length).unbind(-1)
+    dtu_steps = (dt * u_c).view(*grouped, length).unbind(-1)
+    B_steps = B.to(compute).unbind(-1)
+    C_steps = C.to(compute).unbind(-1)
 
-    h = torch.zeros(batch, channels, A.shape[1], dtype=compute, device=u.device)
+    h = torch.zeros(*grouped, n_state, dtype=compute, device=u.device)
     outputs = []
-    for dt_t, u_t, B_t, C_t in zip(dt.unbind(-1), u_c.unbind(-1), B_c.unbind(-1), C_c.unbind(-1)):
-        decay = torch.exp(dt_t[:, :, None] * A_c)  # (batch, channels, N)
-        h = decay * h + (dt_t * u_t)[:, :, None] * B_t
-        outputs.append((h * C_t).sum(-1))
-    y = torch.stack(outputs, dim=-1)
-    if length == 0:
-        y = torch.zeros(batch, channels, 0, dtype=compute, device=u.device)
+    for dt_t, dtu_t, B_t, C_t in zip(dt_steps, dtu_steps, B_steps, C_steps, strict=True):
+        decay = torch.exp(dt_t[..., None] * A_g)  # (batch, K, Dk, N)
+        h = decay * h + dtu_t[..., None] * B_t[:, :, None, :]
+        outputs.append((h * C_t[:, :, None, :]).sum(-1))  # (batch, K, Dk)
+    y = torch.stack(outputs, dim=-1).reshape(batch, channels, length)
     if D is not None:
         y = y + D.to(compute)[:, None] * u_c
     out_dtype = torch.float32 if (out_float32 and u.dtype != torch.float64) else u.dtype
     y = y.to(out_dtype)
     if return_last_state:
-        return y, h
+        return y, h.reshape(batch, channels, n_state)
     return y

@@ -175,7 +175,8 @@ def selective_scan(
     _check_inputs(u, delta, A, B, C, D, delta_bias)
     name = resolve_backend(backend)
     on_cuda = _on_cuda(u)
-    args = (u, delta, A, B, C, D, delta_bias, bool(delta_softplus), bool(return_last_state), bool(out_float32))
+    flags = (bool(delta_softplus), bool(return_last_state), bool(out_float32))
+    args = (u, delta, A, B, C, D, delta_bias, *flags)
 
     if name == "auto":
         name = "torch"

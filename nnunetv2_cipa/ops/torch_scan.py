@@ -35,7 +35,9 @@ from dataclasses import dataclass
 import torch
 
 #: Per-step slab (batch * K*Dk * N elements) from which the sequential loop beats the chunked scan.
-SEQ_MIN_SLAB = 16384
+#: The reference doc measured chunked ahead at slabs of 256-512 and seq ahead at >= 16 K; on this
+#: machine (``benchmarks/selective_scan_plans.py``, 1 and 2 threads) seq already wins from ~1 K.
+SEQ_MIN_SLAB = 1024
 #: Elements of one per-block (T, batch, K, Dk, N) tensor when the sequence is split into blocks.
 BLOCK_ELEMENTS = 1 << 19
 #: Up to this many elements in a full (L, batch, K, Dk, N) tensor, one block covers the whole
@@ -169,10 +171,13 @@ class _SelectiveScanFunction(torch.autograd.Function):
     """Forward and analytic backward of the whole op (prologue, scan, epilogue) in fp32/fp64."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32, plan_overrides):
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32, plan_overrides,
+                grad_wanted):
+        # Unused outputs (usually last_state) arrive as None in backward instead of zero tensors.
+        ctx.set_materialize_grads(False)
         with torch.autocast(device_type=u.device.type, enabled=False):
             return _forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32,
-                            plan_overrides)
+                            plan_overrides, grad_wanted)
 
     @staticmethod
     def backward(ctx, grad_y, grad_last):
@@ -187,7 +192,7 @@ def _time_major(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(view.shape, dtype=dtype, device=t.device).copy_(view)
 
 
-def _forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32, plan_overrides):
+def _forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32, plan_overrides, grad_wanted):
     compute = torch.float64 if u.dtype == torch.float64 else torch.float32
     batch, channels, length = u.shape
     groups, n_state = B.shape[1], B.shape[2]
@@ -213,7 +218,8 @@ def _forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32,
     dt4, u4 = dt.view(shape4), u_t.view(shape4)
     dtu = dt4 * u4
 
-    needs_grad = any(ctx.needs_input_grad[:7])
+    # needs_input_grad is also True under torch.no_grad(); grad_wanted says whether a backward can come.
+    needs_grad = grad_wanted and any(ctx.needs_input_grad[:7])
     y = torch.empty(shape4, dtype=compute, device=u.device)
     h_prev = None
     checkpoints: list[torch.Tensor | None] = []
@@ -349,7 +355,7 @@ def _backward(ctx, grad_y, grad_last):
         grad_C = gC.permute(1, 2, 3, 0).to(C_dtype).contiguous()
     if need_D:
         grad_D = (gy3 * u3).sum((0, 1)).to(D_dtype)
-    return grad_u, grad_delta, grad_A, grad_B, grad_C, grad_D, grad_bias, None, None, None
+    return grad_u, grad_delta, grad_A, grad_B, grad_C, grad_D, grad_bias, None, None, None, None
 
 
 def selective_scan_torch(
@@ -373,8 +379,10 @@ def selective_scan_torch(
     Unlike mamba-ssm, the gradient of ``last_state`` is propagated too.
     """
     overrides = {"algorithm": algorithm, "block_steps": block_steps, "keep": keep}
+    tensors = (u, delta, A, B, C, D, delta_bias)
+    grad_wanted = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     out, last_state = _SelectiveScanFunction.apply(
-        u, delta, A, B, C, D, delta_bias, bool(delta_softplus), bool(out_float32), overrides
+        *tensors, bool(delta_softplus), bool(out_float32), overrides, grad_wanted
     )
     if return_last_state:
         return out, last_state

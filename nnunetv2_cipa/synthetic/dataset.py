@@ -39,27 +39,59 @@ def _image(array: np.ndarray, spacing_zyx: tuple[float, float, float]) -> sitk.I
     return img
 
 
-def _write_case(folder: Path, images: str, labels: str, case: str, patient: Patient, spec: PhantomSpec,
-                ct_window: tuple[float, float] | None) -> None:
+def _write_case(
+    folder: Path,
+    images: str,
+    labels: str,
+    case: str,
+    patient: Patient,
+    spec: PhantomSpec,
+    ct_window: tuple[float, float] | None,
+) -> None:
     ct = patient.ct if ct_window is None else np.clip(patient.ct, *ct_window)
     (folder / images).mkdir(exist_ok=True)
     (folder / labels).mkdir(exist_ok=True)
-    write_image_atomic(_image(ct.astype(np.float32), spec.spacing_zyx), folder / images / f"{case}_0000.nii.gz")
+    write_image_atomic(
+        _image(ct.astype(np.float32), spec.spacing_zyx), folder / images / f"{case}_0000.nii.gz"
+    )
     write_image_atomic(_image(patient.pet, spec.spacing_zyx), folder / images / f"{case}_0001.nii.gz")
     write_image_atomic(_image(patient.label, spec.spacing_zyx), folder / labels / f"{case}.nii.gz")
 
 
-def synthetic_parameters(n_train: int, n_test: int, spec: PhantomSpec, seed: int,
-                         ct_window: tuple[float, float] | None, regions: bool) -> dict:
+def synthetic_parameters(
+    n_train: int,
+    n_test: int,
+    spec: PhantomSpec,
+    seed: int,
+    ct_window: tuple[float, float] | None,
+    regions: bool,
+) -> dict:
     """Everything that determines the dataset's content (stored in dataset.json, compared on reuse)."""
-    return {"generator_version": GENERATOR_VERSION, "n_train": n_train, "n_test": n_test, "seed": seed,
-            "spec": asdict(spec), "ct_window_hu": list(ct_window) if ct_window else None, "regions": regions}
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "n_train": n_train,
+        "n_test": n_test,
+        "seed": seed,
+        "spec": asdict(spec),
+        "ct_window_hu": list(ct_window) if ct_window else None,
+        "regions": regions,
+    }
 
 
-def write_synthetic_dataset(raw_root: Path, dataset_id: int, *, name: str = "SyntheticPETCT", n_train: int = 12,
-                            n_test: int = 3, spec: PhantomSpec | None = None, seed: int = 0,
-                            ct_window: tuple[float, float] | None = DEFAULT_CT_WINDOW, regions: bool = True,
-                            n_folds: int = 5, overwrite: bool = False) -> tuple[Path, bool]:
+def write_synthetic_dataset(
+    raw_root: Path,
+    dataset_id: int,
+    *,
+    name: str = "SyntheticPETCT",
+    n_train: int = 12,
+    n_test: int = 3,
+    spec: PhantomSpec | None = None,
+    seed: int = 0,
+    ct_window: tuple[float, float] | None = DEFAULT_CT_WINDOW,
+    regions: bool = True,
+    n_folds: int = 5,
+    overwrite: bool = False,
+) -> tuple[Path, bool]:
     """Create ``raw_root/DatasetXXX_name``; return ``(folder, reused)``.
 
     ``regions=True`` writes region labels (``"lesion": [1]`` + ``regions_class_order``): one sigmoid
@@ -82,7 +114,9 @@ def write_synthetic_dataset(raw_root: Path, dataset_id: int, *, name: str = "Syn
         if old == params:
             return target, True
         if not overwrite:
-            raise FileExistsError(f"{target} exists with other generation parameters; pass overwrite to replace it")
+            raise FileExistsError(
+                f"{target} exists with other generation parameters; pass overwrite to replace it"
+            )
 
     # independent random streams per patient: adding test patients never changes training patients
     streams = np.random.SeedSequence(seed).spawn(n_train + n_test)
@@ -94,8 +128,15 @@ def write_synthetic_dataset(raw_root: Path, dataset_id: int, *, name: str = "Syn
             patient = make_patient(spec, np.random.default_rng(stream))
             lesion_counts[case] = patient.n_lesions
             is_test = case in test_cases
-            _write_case(staged.path, "imagesTs" if is_test else "imagesTr", "labelsTs" if is_test else "labelsTr",
-                        case, patient, spec, ct_window)
+            _write_case(
+                staged.path,
+                "imagesTs" if is_test else "imagesTr",
+                "labelsTs" if is_test else "labelsTr",
+                case,
+                patient,
+                spec,
+                ct_window,
+            )
         labels = {"background": 0, "lesion": [1]} if regions else {"background": 0, "lesion": 1}
         dataset_json = {
             # channel names select nnU-Net's normalisation: per-volume z-score for both channels. Never "CT"
@@ -107,9 +148,12 @@ def write_synthetic_dataset(raw_root: Path, dataset_id: int, *, name: str = "Syn
             "overwrite_image_reader_writer": "SimpleITKIO",
             "name": name,
             "description": "Synthetic thorax PET/CT phantoms (nnunetv2_cipa.synthetic); channel 0 CT in HU "
-                           "clipped to the CT window, channel 1 PET in SUV resampled onto the CT grid.",
-            "cipa_conversion": {"ct_window_hu": list(ct_window) if ct_window else None, "pet_units": "SUVbw",
-                                "source": "synthetic"},
+            "clipped to the CT window, channel 1 PET in SUV resampled onto the CT grid.",
+            "cipa_conversion": {
+                "ct_window": list(ct_window) if ct_window else None,
+                "pet_units": "SUVbw",
+                "source": "synthetic",
+            },
             "cipa_synthetic": params,
             "cipa_synthetic_lesions_per_case": lesion_counts,
         }

@@ -10,8 +10,9 @@ not trivial*, with the properties that make CIPA's design matter:
 * PET (SUV): built on a coarser grid (``pet_downsample``), blurred (scanner PSF), given
   count-like noise and resampled linearly onto the CT grid, as the converters do. Background body
   ~0.8, lungs ~0.3, a hot heart (physiological uptake, a PET distractor) and hot lesions (SUV 4-14).
-* Lesions: 0-3 per patient (none in about one patient of ten), in the lungs, with varied radius (2-14 % of the field of view), lobulated
-  shapes, a few slices of extent each; so many slices have no lesion at all.
+* Lesions: 0-3 per patient (none in about one patient of ten), in the lungs, with varied radius
+  (2-14 % of the field of view), lobulated shapes,
+  a few slices of extent each; so many slices have no lesion at all.
 
 Everything is a pure function of a ``numpy.random.Generator``: same seed, same patient.
 """
@@ -51,7 +52,9 @@ class PhantomSpec:
         if self.slices < 1:
             raise ValueError(f"PhantomSpec.slices={self.slices}: must be >= 1")
         if self.pet_downsample < 1 or self.size % self.pet_downsample:
-            raise ValueError(f"PhantomSpec.pet_downsample={self.pet_downsample}: must divide size={self.size}")
+            raise ValueError(
+                f"PhantomSpec.pet_downsample={self.pet_downsample}: must divide size={self.size}"
+            )
 
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
@@ -87,7 +90,9 @@ def _lobulated_radius(rng: np.random.Generator, angles: np.ndarray, irregularity
     return np.clip(factor, 0.5, 1.6)
 
 
-def _anatomy(spec: PhantomSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _anatomy(
+    spec: PhantomSpec, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """CT without lesions, the lung mask, the heart mask and the body mask (all (z, y, x))."""
     n, z = spec.size, spec.slices
     yy, xx = _grid(n)
@@ -165,8 +170,14 @@ def _lesions(spec: PhantomSpec, lungs: np.ndarray, rng: np.random.Generator) -> 
     return mask
 
 
-def _pet(spec: PhantomSpec, body: np.ndarray, lungs: np.ndarray, heart: np.ndarray, lesions: np.ndarray,
-         rng: np.random.Generator) -> np.ndarray:
+def _pet(
+    spec: PhantomSpec,
+    body: np.ndarray,
+    lungs: np.ndarray,
+    heart: np.ndarray,
+    lesions: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """SUV volume: activity model on a coarse grid, PSF blur, count-like noise, linear upsampling."""
     activity = np.zeros(body.shape, np.float32)
     activity[body] = rng.uniform(0.6, 1.0)
@@ -177,7 +188,9 @@ def _pet(spec: PhantomSpec, body: np.ndarray, lungs: np.ndarray, heart: np.ndarr
         for i in range(1, k + 1):
             activity[labelled == i] = rng.uniform(4.0, 14.0)
     f = spec.pet_downsample
-    coarse = activity.reshape(activity.shape[0], activity.shape[1] // f, f, activity.shape[2] // f, f).mean(axis=(2, 4))
+    coarse = activity.reshape(activity.shape[0], activity.shape[1] // f, f, activity.shape[2] // f, f).mean(
+        axis=(2, 4)
+    )
     coarse = ndimage.gaussian_filter(coarse, sigma=(0.4, 1.0, 1.0))
     noisy = coarse * (1.0 + rng.normal(0.0, 0.12, coarse.shape)) + rng.normal(0.0, 0.05, coarse.shape)
     fine = ndimage.zoom(noisy, (1, f, f), order=1, mode="nearest", grid_mode=True)

@@ -1,1 +1,18 @@
-"""nnunetv2_cipa.trainers."""
+"""nnU-Net trainers for CIPA (``nnUNetTrainerCIPA`` and variants) and their nnU-Net integration.
+
+Importing this package is cheap (``nnunetv2_cipa setup`` imports ``.discovery`` without torch); the
+trainer classes load on first attribute access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    if name.startswith("nnUNetTrainerCIPA"):
+        variants = importlib.import_module("nnunetv2_cipa.trainers.variants")
+        if name in variants.__all__:
+            return getattr(variants, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -67,7 +67,9 @@ def ext_folder() -> Path:
 def nnunet_package_dir() -> Path:
     spec = importlib.util.find_spec("nnunetv2")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("nnunetv2 is not installed in this environment (pip install -c constraints.txt nnunetv2)")
+        raise RuntimeError(
+            "nnunetv2 is not installed in this environment (pip install -c constraints.txt nnunetv2)"
+        )
     return Path(list(spec.submodule_search_locations)[0]).resolve()
 
 
@@ -145,7 +147,9 @@ def check_lookup(trainer: str = CHECK_TRAINER, timeout: float = 300.0) -> tuple[
     )
     env = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}
     try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env
+        )
     except subprocess.TimeoutExpired:
         return False, f"lookup timed out after {timeout:.0f} s"
     if out.returncode == 0:
@@ -199,10 +203,16 @@ def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa setup") -> in
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--uninstall", action="store_true", help="remove everything setup wrote")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
-    parser.add_argument("--shim", choices=("auto", "always", "never"), default="auto",
-                        help="the in-nnunetv2 re-export fallback: write it only when needed (auto, default), "
-                             "always, or never (and remove it)")
-    parser.add_argument("--no-verify", action="store_true", help="skip the lookup check in a fresh interpreter")
+    parser.add_argument(
+        "--shim",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="the in-nnunetv2 re-export fallback: write it only when needed (auto, default), "
+        "always, or never (and remove it)",
+    )
+    parser.add_argument(
+        "--no-verify", action="store_true", help="skip the lookup check in a fresh interpreter"
+    )
     args = parser.parse_args(argv)
     try:
         if args.uninstall:

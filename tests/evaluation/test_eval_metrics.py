@@ -1,4 +1,4 @@
-"""Metric definitions on hand-made masks with known answers, and HD95 against an independent implementation."""
+"""Metric definitions on hand-made masks with known answers; HD95 against an independent implementation."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from nnunetv2_cipa.evaluation.report import CaseRecord, EvalOptions, paper_metri
 
 
 def independent_hd95(a: np.ndarray, b: np.ndarray, spacing) -> float:
-    """medpy-style HD95 written with scipy morphology and Euclidean distance transforms (not our code path)."""
+    """medpy-style HD95 from scipy morphology and Euclidean distance transforms (not our code path)."""
     structure = ndimage.generate_binary_structure(a.ndim, 1)
     a_border = a ^ ndimage.binary_erosion(a, structure=structure, iterations=1)
     b_border = b ^ ndimage.binary_erosion(b, structure=structure, iterations=1)
@@ -53,9 +53,20 @@ def test_paper_counts_are_summed_over_slices_not_averaged():
     gt2 = np.zeros((8, 8), bool)
     gt2[0, 0] = True  # 1 px, missed
     records = [
-        CaseRecord("a_0", (8, 8), (math.nan, 1, 1), True, M.confusion_counts(gt1, gt1), [M.slice_hd95(gt1, gt1, (1, 1))]),
         CaseRecord(
-            "a_1", (8, 8), (math.nan, 1, 1), True, M.confusion_counts(np.zeros_like(gt2), gt2),
+            "a_0",
+            (8, 8),
+            (math.nan, 1, 1),
+            True,
+            M.confusion_counts(gt1, gt1),
+            [M.slice_hd95(gt1, gt1, (1, 1))],
+        ),
+        CaseRecord(
+            "a_1",
+            (8, 8),
+            (math.nan, 1, 1),
+            True,
+            M.confusion_counts(np.zeros_like(gt2), gt2),
             [M.slice_hd95(np.zeros_like(gt2), gt2, (1, 1))],
         ),
     ]
@@ -135,7 +146,14 @@ def test_paper_hd95_averages_all_slices_with_the_rule():
     empty = np.zeros(shape, bool)
     pairs = [(pred, gt), (empty, empty), (pred, empty), (empty, gt)]
     records = [
-        CaseRecord(f"p_{i}", shape, (math.nan, 1.5, 1.0), True, M.confusion_counts(p, g), [M.slice_hd95(p, g, (1.5, 1.0))])
+        CaseRecord(
+            f"p_{i}",
+            shape,
+            (math.nan, 1.5, 1.0),
+            True,
+            M.confusion_counts(p, g),
+            [M.slice_hd95(p, g, (1.5, 1.0))],
+        )
         for i, (p, g) in enumerate(pairs)
     ]
     hd = independent_hd95(pred, gt, (1.5, 1.0))
@@ -230,7 +248,9 @@ def test_per_patient_pools_the_patients_slices():
     half = gt.copy()
     half[1, 1:3] = False
     recs = [
-        CaseRecord(c, (6, 6), (math.nan, 1, 1), True, M.confusion_counts(p, gt), [M.slice_hd95(p, gt, (1, 1))])
+        CaseRecord(
+            c, (6, 6), (math.nan, 1, 1), True, M.confusion_counts(p, gt), [M.slice_hd95(p, gt, (1, 1))]
+        )
         for c, p in (("A_0", gt), ("A_1", half), ("B_0", gt))
     ]
     s = summarise(recs, {"A_0": "A", "A_1": "A", "B_0": "B"}, "test", EvalOptions())

@@ -1,0 +1,257 @@
+"""``nnunetv2_cipa convert {pclt20k,sts,case}``: parse options, call a converter, print a summary.
+
+Errors in the input end the run with one line ``error: <file or option>: <problem>`` and exit
+status 1; nothing half-written is left behind (see ``writers``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .ct_window import PAPER_WINDOW, parse_window
+from .dataset_files import NORMALISATION_CHOICES, check_channel_normalisation, dataset_folder, raw_root
+from .errors import ConversionError, ConversionLog
+from .suv import SuvOverrides
+
+
+def _add_dataset_options(p: argparse.ArgumentParser, default_id: int, default_name: str) -> None:
+    g = p.add_argument_group("output dataset")
+    g.add_argument(
+        "--dataset-id", type=int, default=default_id, help=f"nnU-Net dataset id (default {default_id})"
+    )
+    g.add_argument("--dataset-name", default=default_name, help=f"dataset name (default {default_name})")
+    g.add_argument("--raw-dir", help="nnU-Net raw folder (default: $nnUNet_raw)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing non-empty dataset folder")
+    g.add_argument(
+        "--ct-window",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=list(PAPER_WINDOW),
+        help="HU window the CT channel is clipped to (default: the paper's -1200 -200)",
+    )
+    g.add_argument(
+        "--ct-norm",
+        default="zscore",
+        choices=NORMALISATION_CHOICES,
+        help="nnU-Net normalisation name for channel 0 (default zscore; 'CT' is refused on a clipped CT)",
+    )
+    g.add_argument(
+        "--pet-norm",
+        default="zscore",
+        choices=NORMALISATION_CHOICES,
+        help="nnU-Net normalisation name for channel 1 (default zscore)",
+    )
+    g.add_argument(
+        "--folds", type=int, default=5, help="patient-grouped folds in splits_final.json (default 5)"
+    )
+    g.add_argument("--seed", type=int, default=12345, help="seed for splits (default 12345)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar, no warnings on the terminal")
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Convert PET/CT data to nnU-Net raw format "
+        "(channel 0: CT in HU, clipped; channel 1: PET in body-weight SUV).",
+    )
+    sub = parser.add_subparsers(dest="source", required=True)
+
+    p = sub.add_parser(
+        "pclt20k",
+        help="PCLT20K PNG triplets -> 2D cases",
+        description="PCLT20K <root>/<patient>/<name>_{CT,PET,mask}.png + train.txt/test.txt -> "
+        "one 2D case per slice pair; test list -> imagesTs/labelsTs.",
+    )
+    p.add_argument("root", type=Path, help="PCLT20K root folder (holds train.txt and test.txt)")
+    p.add_argument(
+        "--pet-suv-max",
+        type=float,
+        default=None,
+        help="assume PNG 0..255 = SUV 0..S (the release lost absolute SUV); default: keep v/255",
+    )
+    p.add_argument(
+        "--spacing", type=float, default=0.98, help="in-plane spacing in mm (PNGs have none; default 0.98)"
+    )
+    p.add_argument("--allow-16bit", action="store_true", help="accept 16-bit PNGs, scaled by 1/257")
+    p.add_argument(
+        "--skip-incomplete", action="store_true", help="skip items missing a PNG instead of failing"
+    )
+    _add_dataset_options(p, 501, "PCLT20K")
+
+    s = sub.add_parser(
+        "sts",
+        help="TCIA Soft-tissue-Sarcoma DICOM -> 2D (or 3D) cases",
+        description="Any folder tree of TCIA STS DICOM (files found by SeriesInstanceUID) -> "
+        "CT/SUV/ROI cases.",
+    )
+    s.add_argument("root", type=Path, help="folder holding the DICOM files (any layout)")
+    s.add_argument(
+        "--roi",
+        choices=("mass", "edema"),
+        default="mass",
+        help="label ROI: mass (GTV_Mass / GTV_Research) or edema (GTV_Edema / GTV_Res+edema)",
+    )
+    s.add_argument("--roi-names", nargs="+", help="explicit ROI names (case-insensitive), replacing --roi")
+    s.add_argument(
+        "--slices",
+        choices=("tumour", "margin", "all"),
+        default="tumour",
+        help="which CT slices to keep: tumour (paper), tumour range +- --margin, or all",
+    )
+    s.add_argument("--margin", type=int, default=5, help="slices added on each side for --slices margin")
+    s.add_argument(
+        "--mode", choices=("2d", "3d"), default="2d", help="2D slice cases (default) or 3D volumes"
+    )
+    s.add_argument("--test-fraction", type=float, default=0.2, help="patients sent to imagesTs (default 0.2)")
+    s.add_argument(
+        "--test-patients", nargs="*", help="explicit test patients (PatientID), replacing --test-fraction"
+    )
+    s.add_argument(
+        "--overrides",
+        type=Path,
+        help='JSON {"PATIENT": {"weight_kg": .., "dose_bq": .., "injection_datetime": ".."}} '
+        "for missing SUV header values",
+    )
+    _add_dataset_options(s, 502, "STS")
+
+    c = sub.add_parser(
+        "case",
+        help="one new PET/CT study -> one 3D case for nnUNetv2_predict",
+        description="CT and PET (DICOM folders or NIfTI/MHA/NRRD files) -> <out>/<id>_0000.nii.gz "
+        "(CT, HU clipped) and <id>_0001.nii.gz (SUV on the CT grid).",
+    )
+    c.add_argument("--ct", type=Path, required=True, help="CT DICOM folder or image file")
+    c.add_argument("--pet", type=Path, required=True, help="PET DICOM folder or image file")
+    c.add_argument("--out", type=Path, default=Path("imagesTs"), help="output folder (default ./imagesTs)")
+    c.add_argument("--case-id", help="case identifier (default: from the CT path)")
+    c.add_argument(
+        "--ct-window",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=list(PAPER_WINDOW),
+        help="HU window (must match training; default -1200 -200)",
+    )
+    c.add_argument(
+        "--pet-suv-factor",
+        type=float,
+        help="multiply PET by this instead of computing SUV (required for PET image files; 1 if already SUV)",
+    )
+    c.add_argument("--weight-kg", type=float, help="patient weight if missing from the PET headers")
+    c.add_argument("--dose-bq", type=float, help="injected dose in Bq if missing from the PET headers")
+    c.add_argument(
+        "--injection-datetime", help="injection time, ISO 8601, if missing or wrong in the headers"
+    )
+    c.add_argument("--overwrite", action="store_true", help="replace existing files of this case")
+    c.add_argument("--quiet", action="store_true", help="no warnings on the terminal")
+    return parser
+
+
+def _load_overrides(path: Path | None) -> dict[str, SuvOverrides]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConversionError(path, f"cannot read overrides JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConversionError(path, "overrides must be a JSON object keyed by PatientID")
+    result = {}
+    for patient, values in data.items():
+        try:
+            result[str(patient)] = SuvOverrides(**values)
+        except TypeError as exc:
+            raise ConversionError(path, f"patient {patient}: {exc}") from exc
+    return result
+
+
+def _print_summary(summary: dict, target: Path) -> None:
+    print(f"wrote {target}")
+    for line in summary.get("lines", []):
+        print(line)
+    cases = summary.get("cases", {})
+    print(
+        f"cases: {cases.get('train', 0)} training, {cases.get('test', 0)} test; "
+        f"warnings: {summary.get('warnings', 0)} (listed in conversion_manifest.json)"
+    )
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    log = ConversionLog(quiet=args.quiet)
+    window = parse_window(args.ct_window)
+    if args.source == "case":
+        from .new_case import convert_new_case
+
+        overrides = SuvOverrides(args.weight_kg, args.dose_bq, args.injection_datetime)
+        paths = convert_new_case(
+            args.ct,
+            args.pet,
+            args.out,
+            args.case_id,
+            window,
+            log,
+            args.overwrite,
+            args.pet_suv_factor,
+            overrides,
+        )
+        print("wrote " + ", ".join(str(p) for p in paths))
+        print(f"warnings: {len(log.warnings)}")
+        return 0
+    check_channel_normalisation(args.ct_norm, args.pet_norm, ct_is_clipped=True)
+    target = dataset_folder(raw_root(args.raw_dir), args.dataset_id, args.dataset_name)
+    if args.source == "pclt20k":
+        from .pclt20k import PcltOptions, convert_pclt20k
+
+        options = PcltOptions(
+            ct_window=window,
+            pet_suv_max=args.pet_suv_max,
+            spacing_mm=args.spacing,
+            allow_16bit=args.allow_16bit,
+            skip_incomplete=args.skip_incomplete,
+            seed=args.seed,
+            n_folds=args.folds,
+            ct_norm=args.ct_norm,
+            pet_norm=args.pet_norm,
+        )
+        summary = convert_pclt20k(
+            args.root, target, options, args.overwrite, log, argv, progress=not args.quiet
+        )
+    else:
+        from .sts import StsOptions, convert_sts
+
+        options = StsOptions(
+            roi=args.roi,
+            roi_names=tuple(args.roi_names or ()),
+            slices=args.slices,
+            margin=args.margin,
+            mode=args.mode,
+            ct_window=window,
+            test_fraction=args.test_fraction,
+            test_patients=None if args.test_patients is None else tuple(args.test_patients),
+            seed=args.seed,
+            n_folds=args.folds,
+            ct_norm=args.ct_norm,
+            pet_norm=args.pet_norm,
+            overrides=_load_overrides(args.overrides),
+        )
+        summary = convert_sts(args.root, target, options, args.overwrite, log, argv, progress=not args.quiet)
+    _print_summary(summary, target)
+    return 0
+
+
+def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa convert") -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(prog).parse_args(argv)
+    try:
+        return _run(args, argv)
+    except ConversionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
