@@ -276,9 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# selective_scan benchmark: device={device}, torch {torch.__version__}, threads="
           f"{torch.get_num_threads()}, dtype={args.dtype}, rounds={args.repeats} (median)")
     header = ("| shape | Bt x (K*Dk) x L, N | method | fwd ms | f+b ms | fwd x torch | f+b x torch | "
-              "fwd GB/s | f+b GB/s |")
+              "fwd GB/s | f+b GB/s | fwd cpu-ms | f+b cpu-ms | f+b cpu x torch |")
     print(header)
-    print("|" + "---|" * 9)
+    print("|" + "---|" * 12)
     all_notes = []
     results: dict[tuple[str, str], tuple[float, float, bool]] = {}
     itemsize = torch.empty((), dtype=dtype).element_size()

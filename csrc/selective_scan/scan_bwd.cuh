@@ -7,7 +7,8 @@
 //   2. adjoint gh_t = gy_t C_t + a_{t+1} gh_{t+1}, written as the reverse affine recurrence of
 //      g_t = a_t gh_t:  g_t = a_t g_{t+1} + a_t gy_t C_t, whose map at step t only needs step t's values
 //      (no shift across threads). The segment scans it in reverse lane order; the chunk-to-chunk carry
-//      is the g of the chunk's first step;
+//      is the g of the chunk's first step, and past the end of the sequence it is the gradient of the final
+//      state (return_last_state; zero when unused);
 //   3. sweep the thread's items backwards and accumulate (with ah = a_t h_{t-1}, taken from the
 //      recomputed states, not from h_t - x_t, which would cancel):
 //        du += gh dt B,  ddt += gh (ah A + u B),  dA += gh dt ah,  dB_t = gh dt u,  dC_t = gy h.
@@ -210,6 +211,9 @@ __global__ void __launch_bounds__(kScanThreads) selective_scan_bwd_kernel(const 
     }
 }
 
+// The launchers use the <<<>>> syntax, which only nvcc parses; the CPU emulation of the kernels
+// (tests/ops/scan_host_emulator.cpp) compiles the kernel above with a host compiler and skips them.
+#ifndef NNUNETV2_CIPA_SCAN_HOST_EMULATION
 template <int kN, typename in_t, typename out_t>
 cudaError_t launch_bwd_n(const ScanBwdParams& p, cudaStream_t stream) {
     const unsigned blocks = static_cast<unsigned>(p.batch) * static_cast<unsigned>(p.row_blocks);
@@ -224,6 +228,8 @@ cudaError_t launch_bwd(const ScanBwdParams& p, cudaStream_t stream) {
     if (p.dstate <= 4) return launch_bwd_n<4, in_t, out_t>(p, stream);
     return launch_bwd_n<16, in_t, out_t>(p, stream);
 }
+
+#endif  // NNUNETV2_CIPA_SCAN_HOST_EMULATION
 
 }  // namespace scan
 }  // namespace nnunetv2_cipa

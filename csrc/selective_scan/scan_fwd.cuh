@@ -113,6 +113,9 @@ __global__ void __launch_bounds__(kScanThreads) selective_scan_fwd_kernel(const 
     }
 }
 
+// The launchers use the <<<>>> syntax, which only nvcc parses; the CPU emulation of the kernels
+// (tests/ops/scan_host_emulator.cpp) compiles the kernel above with a host compiler and skips them.
+#ifndef NNUNETV2_CIPA_SCAN_HOST_EMULATION
 template <int kN, typename in_t, typename out_t>
 cudaError_t launch_fwd_n(const ScanFwdParams& p, cudaStream_t stream) {
     const unsigned blocks = static_cast<unsigned>(p.batch) * static_cast<unsigned>(p.row_blocks);
@@ -127,6 +130,8 @@ cudaError_t launch_fwd(const ScanFwdParams& p, cudaStream_t stream) {
     if (p.dstate <= 4) return launch_fwd_n<4, in_t, out_t>(p, stream);
     return launch_fwd_n<16, in_t, out_t>(p, stream);
 }
+
+#endif  // NNUNETV2_CIPA_SCAN_HOST_EMULATION
 
 }  // namespace scan
 }  // namespace nnunetv2_cipa

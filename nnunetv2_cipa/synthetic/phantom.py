@@ -34,15 +34,16 @@ LESION_HU = 30.0
 class PhantomSpec:
     """Size and appearance of one synthetic patient.
 
-    ``size`` is the in-plane matrix (square), ``slices`` the number of axial slices, and
-    ``field_of_view_mm`` sets the in-plane spacing (``field_of_view_mm / size``).
+    ``size`` is the in-plane matrix (square), ``slices`` the number of axial slices. The in-plane
+    spacing must be finer than the slice thickness (as in real PET/CT): nnU-Net puts the coarsest
+    axis first, and its ``2d`` configuration then slices along it (the axial slices).
     ``max_lesions`` bounds the lesion count per patient (0..max_lesions, zero is allowed).
     """
 
     size: int = 128
     slices: int = 8
     slice_thickness_mm: float = 3.0
-    field_of_view_mm: float = 400.0
+    pixel_spacing_mm: float = 1.0
     max_lesions: int = 3
     pet_downsample: int = 2
 
@@ -51,6 +52,11 @@ class PhantomSpec:
             raise ValueError(f"PhantomSpec.size={self.size}: must be >= 32")
         if self.slices < 1:
             raise ValueError(f"PhantomSpec.slices={self.slices}: must be >= 1")
+        if not 0 < self.pixel_spacing_mm < self.slice_thickness_mm:
+            raise ValueError(
+                f"PhantomSpec.pixel_spacing_mm={self.pixel_spacing_mm}: must be in (0, slice_thickness_mm="
+                f"{self.slice_thickness_mm}), else nnU-Net's 2d configuration slices along the wrong axis"
+            )
         if self.pet_downsample < 1 or self.size % self.pet_downsample:
             raise ValueError(
                 f"PhantomSpec.pet_downsample={self.pet_downsample}: must divide size={self.size}"
@@ -58,8 +64,7 @@ class PhantomSpec:
 
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
-        pixel = self.field_of_view_mm / self.size
-        return (self.slice_thickness_mm, pixel, pixel)
+        return (self.slice_thickness_mm, self.pixel_spacing_mm, self.pixel_spacing_mm)
 
 
 @dataclass

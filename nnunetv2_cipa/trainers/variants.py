@@ -95,14 +95,31 @@ class nnUNetTrainerCIPA_small_5epochs(nnUNetTrainerCIPA_small):
 
 
 class nnUNetTrainerCIPA_small_smoke(nnUNetTrainerCIPA_small):
-    """Tests only: 2 epochs x 3 iterations (+2 validation iterations), patches <= 64x64, batch 2."""
+    """Tests only: 2 epochs x 2 iterations (+1 validation iteration), patches <= 64x64, batch 2,
+    a checkpoint every epoch (so ``--c`` can be tested) and no mirroring (4x cheaper validation)."""
 
     cipa_num_epochs = 2
-    cipa_iterations_per_epoch = 3
-    cipa_val_iterations_per_epoch = 2
+    cipa_iterations_per_epoch = 2
+    cipa_val_iterations_per_epoch = 1
     max_patch_size = (64, 64)
     reference_patch_size = (64, 64)
     reference_batch_size = 2
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),  # noqa: B008 - nnU-Net's own signature
+    ):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.save_every = 1
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        configured = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None
+        return (*configured[:3], None)
 
 
 class nnUNetTrainerCIPA_small_envschedule(nnUNetTrainerCIPA_small):

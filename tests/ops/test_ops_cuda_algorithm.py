@@ -231,3 +231,12 @@ def test_lane_choice_matches_the_kernel_layout():
     """Short sequences get few lanes (many channels per block), long ones a full warp and 256-step chunks."""
     assert [scan_lanes_for_length(n) for n in (1, 8, 9, 16, 17, 64, 256, 257, 16384)] == [
         1, 1, 2, 2, 4, 8, 32, 32, 32]
+
+
+def test_model_constants_match_the_kernel_header():
+    """The model mirrors selective_scan.h; fail when the header's layout constants change."""
+    from nnunetv2_cipa._csrc import build_config
+
+    header = (build_config.SOURCE_DIR / "selective_scan.h").read_text()
+    assert f"constexpr int kScanItems = {ITEMS};" in header
+    assert "while (lanes < needed && lanes < 32) lanes <<= 1;" in header
