@@ -285,3 +285,35 @@ def test_ext_folder_module_reexports_the_same_classes():
         sys.path.pop(0)
     assert shim.nnUNetTrainerCIPA is nnUNetTrainerCIPA
     assert shim.nnUNetTrainerCIPA.__module__ == "nnunetv2_cipa.trainers.cipa_trainer"
+
+
+def test_fixed_window_command_updates_raw_fingerprint_and_plans(tmp_path, monkeypatch):
+    import json
+
+    from nnunetv2_cipa.trainers.normalization import ORIGINAL_KEY, main
+
+    raw = tmp_path / "raw" / "Dataset999_Test"
+    pre = tmp_path / "pre" / "Dataset999_Test"
+    raw.mkdir(parents=True)
+    pre.mkdir(parents=True)
+    ds = {**DATASET_JSON, "cipa_conversion": {"ct_window": [-1200, -200], "pet_suv_max": None}}
+    (raw / "dataset.json").write_text(json.dumps(ds))
+    (pre / "dataset.json").write_text(json.dumps(ds))
+    plans = _plans()
+    (pre / "nnUNetPlans.json").write_text(json.dumps(plans))
+    fingerprint = {
+        "foreground_intensity_properties_per_channel": plans["foreground_intensity_properties_per_channel"]
+    }
+    (pre / "dataset_fingerprint.json").write_text(json.dumps(fingerprint))
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    assert main(["-d", "999"]) == 2  # no PET window known: a clear error, nothing written
+    assert FIXED_WINDOW_KEY not in json.loads((raw / "dataset.json").read_text())
+    assert main(["-d", "999", "--pet", "0", "15"]) == 0
+    new_plans = json.loads((pre / "nnUNetPlans.json").read_text())
+    new_ds = json.loads((pre / "dataset.json").read_text())
+    check_normalization(new_plans, new_plans["configurations"]["2d"]["normalization_schemes"], new_ds)
+    assert json.loads((raw / "dataset.json").read_text())["channel_names"] == {"0": "CT", "1": "CT"}
+    fp = json.loads((pre / "dataset_fingerprint.json").read_text())
+    assert fp["foreground_intensity_properties_per_channel"]["0"]["percentile_00_5"] == -1200.0
+    assert fp[ORIGINAL_KEY]["0"]["percentile_00_5"] == -400.0  # originals kept, not silently lost
