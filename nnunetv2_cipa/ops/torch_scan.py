@@ -46,6 +46,8 @@ BLOCK_ELEMENTS = 1 << 19
 #: Measured (CPU time, 1 thread, 2x(4*768)x1024, N=16): 5, 10 and 16 steps equal, 32 steps +10 %
 #: (out of cache), one unblocked block +95 %.
 MIN_BLOCK_STEPS = 16
+#: Layout copies loop over the batch (2-D transposes) up to this batch size.
+PER_BATCH_TRANSPOSE_MAX = 16
 MAX_BLOCK_ELEMENTS = 1 << 23
 #: Up to this many elements in a full (L, batch, K, Dk, N) tensor, one block covers the whole
 #: sequence and its tensors are kept for the backward instead of recomputed.
@@ -193,10 +195,36 @@ class _SelectiveScanFunction(torch.autograd.Function):
 
 
 def _time_major(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(batch, ..., L) -> contiguous (L, batch, ...) in ``dtype`` with a single copy."""
-    perm = (t.dim() - 1, *range(t.dim() - 1))
-    view = t.permute(perm)
-    return torch.empty(view.shape, dtype=dtype, device=t.device).copy_(view)
+    """(batch, ..., L) -> contiguous (L, batch, ...) in ``dtype``.
+
+    One 2-D transpose per batch element: PyTorch copies a plain 2-D transpose with a cache-blocked
+    kernel, about 4x faster than the general strided copy a 3-D/4-D permute gets (measured 12 vs
+    44 ms for 2x768x4096 fp32), and these layout copies are a sizeable part of the whole op.
+    """
+    batch, length = t.shape[0], t.shape[-1]
+    middle = t.shape[1:-1]
+    out = torch.empty((length, batch, *middle), dtype=dtype, device=t.device)
+    if batch > PER_BATCH_TRANSPOSE_MAX:  # many short sequences: one strided copy beats a Python loop
+        return out.copy_(t.permute(t.dim() - 1, *range(t.dim() - 1)))
+    rows = t.reshape(batch, -1, length)
+    flat = out.view(length, batch, -1)
+    for b in range(batch):
+        flat[:, b].copy_(rows[b].t().contiguous())
+    return out
+
+
+def _from_time_major(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Contiguous (L, batch, ...) -> contiguous (batch, ..., L) in ``dtype`` (inverse of _time_major)."""
+    length, batch = t.shape[0], t.shape[1]
+    middle = t.shape[2:]
+    out = torch.empty((batch, *middle, length), dtype=dtype, device=t.device)
+    if batch > PER_BATCH_TRANSPOSE_MAX:
+        return out.copy_(t.permute(*range(1, t.dim()), 0))
+    flat = t.view(length, batch, -1)
+    rows = out.view(batch, -1, length)
+    for b in range(batch):
+        rows[b].copy_(flat[:, b].contiguous().t())
+    return out
 
 
 def _forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32, plan_overrides, grad_wanted):
@@ -247,8 +275,7 @@ def _forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32,
     if D is not None:
         y.view(length, batch, channels).addcmul_(u_t, D.to(compute))
     out_dtype = torch.float32 if (out_float32 and u.dtype != torch.float64) else u.dtype
-    out = torch.empty((batch, channels, length), dtype=out_dtype, device=u.device)
-    out.copy_(y.view(length, batch, channels).permute(1, 2, 0))
+    out = _from_time_major(y.view(length, batch, channels), out_dtype)
 
     ctx.device_type = u.device.type
     if needs_grad:
@@ -346,20 +373,20 @@ def _backward(ctx, grad_y, grad_last):
         gu3 = gu.view(length, batch, channels)
         if D is not None:
             gu3.addcmul_(gy3, D.to(compute))
-        grad_u = gu3.permute(1, 2, 0).to(u_dtype).contiguous()
+        grad_u = _from_time_major(gu3, u_dtype)
     gdelta = gdt.view(length, batch, channels)
     if dsoftplus is not None:
         gdelta.mul_(dsoftplus)
     if need_delta:
-        grad_delta = gdelta.permute(1, 2, 0).to(delta_dtype).contiguous()
+        grad_delta = _from_time_major(gdelta, delta_dtype)
     if need_bias:
         grad_bias = gdelta.sum((0, 1)).to(bias_dtype)
     if need_A:
         grad_A = gA.view(channels, n_state).to(A_dtype)
     if need_B:
-        grad_B = gB.permute(1, 2, 3, 0).to(B_dtype).contiguous()
+        grad_B = _from_time_major(gB, B_dtype)
     if need_C:
-        grad_C = gC.permute(1, 2, 3, 0).to(C_dtype).contiguous()
+        grad_C = _from_time_major(gC, C_dtype)
     if need_D:
         grad_D = (gy3 * u3).sum((0, 1)).to(D_dtype)
     return grad_u, grad_delta, grad_A, grad_B, grad_C, grad_D, grad_bias, None, None, None, None
