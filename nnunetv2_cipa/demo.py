@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa demo") -> int
     parser.add_argument("--fold", default="0", help="fold to train (default 0)")
     parser.add_argument("--patients", type=int, default=12, help="synthetic training patients (default 12)")
     parser.add_argument("--test-patients", type=int, default=3, help="held-out patients (default 3)")
-    parser.add_argument("--size", type=int, default=128, help="in-plane matrix of the phantoms (default 128)")
+    parser.add_argument("--size", type=int, default=64, help="in-plane matrix of the phantoms (default 64)")
     parser.add_argument("--slices", type=int, default=8, help="slices per patient (default 8)")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation at prediction")
     parser.add_argument("--fresh", action="store_true", help="delete and rebuild this dataset's outputs")

@@ -182,6 +182,9 @@ def selective_scan(
         name = "torch"
         if on_cuda and u.dtype != torch.float64:
             module, reason = _load_cuda()
+            max_state = getattr(module, "MAX_STATE", None)
+            if module is not None and max_state is not None and A.shape[1] > max_state:
+                module, reason = None, f"the CUDA kernel supports N <= {max_state}, got N = {A.shape[1]}"
             if module is not None:
                 return module.selective_scan_cuda(*args)
             _log_fallback_once(reason)

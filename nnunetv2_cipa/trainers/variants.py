@@ -37,15 +37,16 @@ class nnUNetTrainerCIPA_noDCIM(nnUNetTrainerCIPA):
 class nnUNetTrainerCIPA_small(nnUNetTrainerCIPA):
     """The ``small`` preset (widths 16-128, one block per stage): CPU-sized, for demos and tests.
 
-    Patches up to 128x128 and 8 patches of 128x128 per batch (pixels per batch scale with area); a
-    higher peak lr (2e-3) because the network is tiny and trained from scratch in few updates
-    (measured with benchmarks/learning.py).
+    Patches up to 128x128 and at most 8 patches per batch: on a CPU the iteration time grows with the
+    pixels per batch, so smaller patches buy faster iterations rather than bigger batches. A higher
+    peak lr (2e-3) because the network is tiny and trained from scratch in few updates.
     """
 
     cipa_preset = "small"
     max_patch_size = (128, 128)
     reference_patch_size = (128, 128)
     reference_batch_size = 8
+    max_batch_size = 8
     cipa_initial_lr = 2e-3
 
 

@@ -348,3 +348,17 @@ def test_clear_errors_for_bad_arguments(case):
     _, mutate, message = case
     with pytest.raises(ValueError, match=message):
         selective_scan(*mutate(small_inputs()))
+
+
+def test_cuda_tensors_with_states_beyond_the_kernel_run_torch(spies, monkeypatch, caplog):
+    """N above the kernel's compile-time maximum falls back to torch under "auto" instead of raising."""
+    monkeypatch.setattr(scan_module, "_on_cuda", lambda t: True)
+    fake = _FakeCudaBackend(loads=True)
+    fake.MAX_STATE = 4
+    monkeypatch.setitem(sys.modules, "nnunetv2_cipa.ops.cuda_backend", fake)
+    selective_scan(*make_inputs(1, 2, 2, 4, 8, dtype=torch.float32))
+    assert fake.calls == 1 and spies == []
+    with caplog.at_level(logging.WARNING, logger=scan_module.logger.name):
+        selective_scan(*make_inputs(1, 2, 2, 5, 8, dtype=torch.float32))
+    assert fake.calls == 1 and spies == ["torch"]
+    assert any("N <= 4, got N = 5" in r.getMessage() for r in caplog.records)
