@@ -154,7 +154,8 @@ def evaluate_model(
             file=sys.stderr,
         )
     records = R.evaluate_cases(evaluated, gt_files, pred_files, options, args.num_processes)
-    patient_of, rule = patient_map(evaluated, args.groups, dataset_dir, args.patient_pattern)
+    volumes = frozenset(r.case for r in records if not r.is_2d_file and len(r.shape) == 3 and r.shape[0] > 1)
+    patient_of, rule = patient_map(evaluated, args.groups, dataset_dir, args.patient_pattern, volumes)
     entry = {
         "name": name,
         "pred": str(pred_dir),

@@ -7,9 +7,10 @@ first match wins (also in ``docs/metrics.md``):
    (``case_id``, ``case`` or ``identifier``) and a patient column (``patient``, ``patient_id``);
 2. a file of that kind found next to the truth folder's ``dataset.json`` (``case_to_patient.json``,
    ``case_mapping.csv``, ``cases.csv``);
-3. the case-id pattern ``--patient-pattern`` (default ``^(?P<patient>.+)_\\d+$``: drop a trailing
-   ``_<slice number>``, so ``STS001_042`` -> ``STS001`` and ``0001_23`` -> ``0001``). A case the pattern
-   does not match is its own patient (3D volumes: one case per patient).
+3. for slice cases, the case-id pattern ``--patient-pattern`` (default ``^(?P<patient>.+)_\\d+$``: drop
+   a trailing ``_<slice number>``, so ``STS001_042`` -> ``STS001`` and ``0001_23`` -> ``0001``). A case
+   the pattern does not match is its own patient, and so is every 3D volume (more than one slice): a
+   trailing number there is a patient number (``SYN_012``), not a slice number.
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ def patient_map(
     groups_file: Path | None = None,
     dataset_dir: Path | None = None,
     pattern: str = DEFAULT_PATIENT_PATTERN,
+    volumes: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, str], str]:
-    """(case -> patient, a sentence saying which rule made it)."""
+    """(case -> patient, a sentence saying which rule made it); ``volumes``: the 3D cases."""
     source = None
     if groups_file is not None:
         source = Path(groups_file)
@@ -88,12 +90,15 @@ def patient_map(
         ) from err
     mapping = {}
     for case in cases:
-        m = regex.match(case)
+        m = None if case in volumes else regex.match(case)
         if m is None:
             mapping[case] = case
         else:
             mapping[case] = m.group("patient") if "patient" in regex.groupindex else m.group(1)
-    return mapping, f"case-id pattern {pattern!r} (cases it does not match are their own patient)"
+    return mapping, (
+        f"case-id pattern {pattern!r} on slice cases (3D volumes and cases it does not match are their "
+        "own patient)"
+    )
 
 
 def folds_from_splits(splits_file: Path) -> dict[str, int]:

@@ -257,3 +257,12 @@ def test_per_patient_pools_the_patients_slices():
     assert s["per_patient"]["patients"]["A"]["dice"] == pytest.approx(2 * 6 / (2 * 6 + 2))
     assert s["per_patient"]["patients"]["B"]["dice"] == 1.0
     assert s["per_patient"]["n_patients"] == 2
+
+
+def test_3d_volumes_are_their_own_patient_whatever_their_trailing_number():
+    cases = ["SYN_012", "SYN_013", "STS001_042", "STS001_043"]
+    mapping, rule = patient_map(cases, volumes=frozenset({"SYN_012", "SYN_013"}))
+    assert mapping == {
+        "SYN_012": "SYN_012", "SYN_013": "SYN_013", "STS001_042": "STS001", "STS001_043": "STS001"
+    }
+    assert "3D volumes" in rule

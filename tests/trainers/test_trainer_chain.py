@@ -46,7 +46,10 @@ def chain(tmp_path_factory):
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (root / name).mkdir()
         env[name] = str(root / name)
-    env.update({"nnUNet_compile": "false", "nnUNet_n_proc_DA": "0", "OMP_NUM_THREADS": "2"})
+    # one worker everywhere: on 2 cores, nnU-Net's default 8 export/preprocessing workers only add overhead
+    env.update(
+        {"nnUNet_compile": "false", "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1", "OMP_NUM_THREADS": "2"}
+    )
     folder, _ = write_synthetic_dataset(
         root / "nnUNet_raw", DATASET_ID, n_train=6, n_test=1, spec=PhantomSpec(size=64, slices=3), seed=11
     )
