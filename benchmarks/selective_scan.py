@@ -214,6 +214,50 @@ def bench_shape(shape: Shape, methods, args, dtype, device):
     return medians, cpu_medians, plans, notes
 
 
+def _mamba_available() -> bool:
+    from nnunetv2_cipa.ops import mamba_backend
+
+    return mamba_backend.available()
+
+
+def copy_bandwidth(device: str, nbytes: int = 1 << 30, repeats: int = 10) -> float:
+    """Achievable memory bandwidth (bytes read + written per second) of a large device copy, this run."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    _sync(device)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_(src)
+        _sync(device)
+        samples.append(time.perf_counter() - start)
+    return 2 * nbytes / statistics.median(samples)
+
+
+def gpu_target_lines(results, floors: dict[tuple[str, str], float]) -> list[str]:
+    """The issue's GPU targets on this run: cuda <= mamba (same run) and within 3x of the traffic floor.
+
+    ``floors[(shape, kind)]`` is the time the minimum bytes take at the copy bandwidth measured in
+    this run (a roofline floor: a scan cannot move its bytes faster than a plain copy does).
+    """
+    lines = []
+    for (name, method), (tf, tfb, _) in results.items():
+        if method != "cuda":
+            continue
+        mamba = results.get((name, "mamba"))
+        if mamba:
+            for kind, ours, theirs in (("fwd", tf, mamba[0]), ("f+b", tfb, mamba[1])):
+                ratio = ours / theirs
+                lines.append(f"target: cuda {kind} / mamba {kind} at {name}: {ratio:.2f}, "
+                             f"{'met' if ratio <= 1.0 else 'NOT met'}")
+        for kind, ours in (("fwd", tf), ("f+b", tfb)):
+            ratio = ours / floors[(name, kind)]
+            lines.append(f"target: cuda {kind} within 3x of the memory-traffic floor at {name}: "
+                         f"{ratio:.2f}x the floor, {'met' if ratio <= 3.0 else 'NOT met'}")
+    return lines
+
+
 def target_lines(results: dict[tuple[str, str], tuple[float, float, bool]]) -> list[str]:
     """The issue's CPU targets, evaluated on this run's medians (forward+backward)."""
     lines = []
@@ -259,19 +303,17 @@ def main(argv: list[str] | None = None) -> int:
     methods = ["reference", "torch", "fulltensor"]
     if device == "cuda":
         methods.append("cuda")
-        try:
-            from nnunetv2_cipa.ops import mamba_backend
-
-            if mamba_backend.available():
-                methods.append("mamba")
-        except ImportError:
-            pass
+        if _mamba_available():
+            methods.append("mamba")
     if args.methods:
         wanted = args.methods.split(",")
         bad = [m for m in wanted if m not in ("reference", "torch", "fulltensor", "cuda", "mamba")]
         if bad:
             parser.error(f"--methods: unknown {bad}")
         methods = [m for m in wanted if device == "cuda" or m not in ("cuda", "mamba")]
+        if "mamba" in methods and not _mamba_available():
+            print("note: mamba-ssm's selective_scan_cuda is not importable; the mamba column is left out")
+            methods.remove("mamba")
 
     print(f"# selective_scan benchmark: device={device}, torch {torch.__version__}, threads="
           f"{torch.get_num_threads()}, dtype={args.dtype}, rounds={args.repeats} (median)")
@@ -281,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "---|" * 12)
     all_notes = []
     results: dict[tuple[str, str], tuple[float, float, bool]] = {}
+    floors: dict[tuple[str, str], float] = {}
     itemsize = torch.empty((), dtype=dtype).element_size()
+    bandwidth = copy_bandwidth(device) if device == "cuda" else None
     for name in names:
         shape = SHAPES[name]
         medians, cpu_medians, plans, notes = bench_shape(shape, methods, args, dtype, device)
@@ -290,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         dims = f"{shape.batch} x ({shape.groups}*{shape.per_group}) x {shape.length}, {shape.n_state}"
         base_f, base_fb = medians.get(("torch", "fwd")), medians.get(("torch", "f+b"))
         base_cpu = cpu_medians.get(("torch", "f+b"))
+        if bandwidth:
+            floors[(name, "fwd")], floors[(name, "f+b")] = fwd_bytes / bandwidth, fb_bytes / bandwidth
         for method in plans:
             tf, tfb = medians.get((method, "fwd")), medians.get((method, "f+b"))
             mark = "*" if plans[method]["scale"] != 1.0 else ""
@@ -305,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{ratio(cpu_medians[(method, 'f+b')], base_cpu)} |", flush=True)
     for line in target_lines(results):
         print(line)
+    if bandwidth:
+        print(f"note: device copy bandwidth this run {bandwidth / 1e9:.0f} GB/s (read + write); "
+              f"floor = minimum bytes / that bandwidth")
+        for line in gpu_target_lines(results, floors):
+            print(line)
     for note in all_notes:
         print(f"note: {note}")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6

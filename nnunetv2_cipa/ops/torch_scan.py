@@ -1,21 +1,26 @@
-"""The pure-PyTorch selective scan: time-major, blocked in time, one autograd.Function.
+"""The pure-PyTorch selective scan: time-major, tiled and blocked in time, one autograd.Function.
 
 Why it looks like this (measurements in ``docs/selective_scan_reference.md`` §3 and
 ``benchmarks/selective_scan.py``):
 
-* **Time-major, contiguous.** Inputs are transposed once to (L, batch, K, Dk) / (L, batch, K, N)
+* **Time-major, contiguous.** Inputs are transposed to (T, batch, K, Dk) / (T, batch, K, N)
   so each time step is one contiguous slab (batch, K, Dk, N) and every per-step op is a dense
   vector op.
 * **One autograd.Function with an analytic backward.** The reverse recurrence
   ``G_t = gy_t C_t + a_{t+1} G_{t+1}`` gives every gradient in a few dense passes; autograd
   through a per-step loop is several times slower (and quadratic if it indexes per step).
-* **Blocked in time, with recomputation.** The big (L, batch, K, Dk, N) tensors of a naive
-  implementation are 1.6 GB each at the CIPA stage-0 shape. Instead the sequence is processed in
-  blocks of a few MB: the forward keeps only the state at each block start (a checkpoint, like
-  the CUDA kernel's chunk carries) and the backward walks the blocks last to first, recomputing
-  ``a = exp(dt A)`` and ``h`` of one block from its checkpoint. Peak memory is then a few blocks
-  plus the (L, batch, K*Dk) inputs, and the per-block tensors stay in cache. When the whole
-  problem is small, one block covers the sequence and the forward's tensors are kept instead.
+* **Tiles of time for everything of size L.** The sequence is cut into tiles of a few MB: the
+  layout copies (in and out), softplus, ``dt * u`` and the output live per tile, so no
+  full-length temporary is ever made. Full-length tensors above glibc's mmap limit (32 MB) are
+  fresh pages on every call: at the CIPA stage-0 shape they cost a quarter of the forward in
+  page faults (``benchmarks/selective_scan.py`` reports it) before tiling. The backward
+  recomputes a tile's inputs from the saved arguments instead of keeping full-length copies.
+* **Blocked inside tiles, with recomputation.** The big (L, batch, K, Dk, N) tensors of a naive
+  implementation are 1.6 GB each at the CIPA stage-0 shape. Each tile is processed in blocks of
+  a few MB: the forward keeps only the state at each block start (a checkpoint, like the CUDA
+  kernel's chunk carries) and the backward walks the blocks last to first, recomputing
+  ``a = exp(dt A)`` and ``h`` of one block from its checkpoint. When the whole problem is small,
+  one block covers the sequence and its tensors are kept instead.
 * **Two scan primitives**, equal to fp32 rounding: a plain sequential loop (one ``addcmul_``
   per step) when the per-step slab is large (bandwidth-bound, touches each element once), and a
   two-level chunked scan (sequential inside chunks of ~sqrt(T) steps, vectorised over chunks,
@@ -46,12 +51,15 @@ BLOCK_ELEMENTS = 1 << 19
 #: Measured (CPU time, 1 thread, 2x(4*768)x1024, N=16): 5, 10 and 16 steps equal, 32 steps +10 %
 #: (out of cache), one unblocked block +95 %.
 MIN_BLOCK_STEPS = 16
-#: Layout copies loop over the batch (2-D transposes) up to this batch size.
-PER_BATCH_TRANSPOSE_MAX = 16
 MAX_BLOCK_ELEMENTS = 1 << 23
+#: Elements of one per-tile (T, batch, K*Dk) tensor (2 MiB in fp32): tiles hold whole blocks.
+TILE_ELEMENTS = 1 << 19
 #: Up to this many elements in a full (L, batch, K, Dk, N) tensor, one block covers the whole
 #: sequence and its tensors are kept for the backward instead of recomputed.
 KEEP_ELEMENTS = 1 << 22
+#: Layout copies that read rows of at least a page (4 KiB) go this many rows at a time.
+ROW_BLOCK = 128
+PAGE_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class ScanPlan:
     algorithm: str  # "seq" or "chunked"
     block_steps: int  # time steps per block
     keep: bool  # keep per-block tensors from the forward (True) or recompute them (False)
+    tile_steps: int = 0  # time steps per tile, a multiple of block_steps (0: one tile)
 
 
 def make_plan(
@@ -69,8 +78,14 @@ def make_plan(
     algorithm: str | None = None,
     block_steps: int | None = None,
     keep: bool | None = None,
+    step_elements: int | None = None,
+    tile_steps: int | None = None,
 ) -> ScanPlan:
-    """Pick scan primitive, block length and keep/recompute for a (length, slab) problem."""
+    """Pick scan primitive, block and tile length and keep/recompute for a (length, slab) problem.
+
+    ``step_elements`` is the size of one time step of the (T, batch, K*Dk) tensors (default: the
+    slab, i.e. N = 1); tiles hold about TILE_ELEMENTS of them and always whole blocks.
+    """
     if algorithm is None:
         algorithm = "seq" if slab >= SEQ_MIN_SLAB else "chunked"
     if algorithm not in ("seq", "chunked"):
@@ -86,7 +101,12 @@ def make_plan(
     block_steps = max(1, min(int(block_steps), length))
     if keep is None:
         keep = block_steps >= length
-    return ScanPlan(algorithm, block_steps, keep)
+    if tile_steps is None:
+        per_step = max(1, step_elements if step_elements is not None else slab)
+        tile_steps = max(1, TILE_ELEMENTS // per_step)
+    blocks_per_tile = max(1, math.ceil(int(tile_steps) / block_steps))
+    tile_steps = min(blocks_per_tile * block_steps, length)
+    return ScanPlan(algorithm, block_steps, keep, tile_steps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,6 +166,92 @@ def scan_reverse_(x: torch.Tensor, c: torch.Tensor, algorithm: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Layout copies of one tile of time: rows (R, L) <-> time-major (T, R).
+
+
+def _rows_to_time_major(rows: torch.Tensor, t0: int, t1: int, dtype: torch.dtype) -> torch.Tensor:
+    """rows[:, t0:t1] of a contiguous (R, L) tensor -> contiguous (t1 - t0, R) in ``dtype``.
+
+    Rows of a page or more are copied ROW_BLOCK rows at a time: one strided copy walks down a
+    column across thousands of pages and thrashes the TLB (measured 2x slower, 2 threads).
+    """
+    count = rows.shape[0]
+    out = torch.empty((t1 - t0, count), dtype=dtype, device=rows.device)
+    src, dst = rows[:, t0:t1], out.t()
+    page_rows = rows.shape[1] * rows.element_size() >= PAGE_BYTES
+    if rows.is_cuda or not page_rows or count <= ROW_BLOCK or t1 - t0 == 1:
+        dst.copy_(src)
+    else:
+        for r0 in range(0, count, ROW_BLOCK):
+            dst[r0:r0 + ROW_BLOCK].copy_(src[r0:r0 + ROW_BLOCK])
+    return out
+
+
+def _time_major_to_rows(tile: torch.Tensor, rows: torch.Tensor, t0: int) -> None:
+    """Write a (T, R) time-major tile into rows[:, t0:t0+T] of a (R, L) tensor (casting)."""
+    rows[:, t0:t0 + tile.shape[0]].copy_(tile.view(tile.shape[0], rows.shape[0]).t())
+
+
+@dataclass
+class _Problem:
+    """The call's arguments as (R, L) rows plus sizes; what a tile is rebuilt from."""
+
+    u: torch.Tensor  # (batch*K*Dk, L)
+    delta: torch.Tensor  # (batch*K*Dk, L)
+    B: torch.Tensor  # (batch*K*N, L)
+    C: torch.Tensor  # (batch*K*N, L)
+    A3: torch.Tensor  # (K, Dk, N), compute dtype
+    A3_log2e: torch.Tensor  # A3 * log2(e), for exp2
+    D: torch.Tensor | None  # (K*Dk,), compute dtype
+    bias: torch.Tensor | None  # (K*Dk,), compute dtype
+    softplus: bool
+    compute: torch.dtype
+    batch: int
+    groups: int
+    per_group: int
+    n_state: int
+    length: int
+
+
+@dataclass
+class _Tile:
+    """Time-major inputs of one tile: (T, batch, K, Dk) and (T, batch, K, N)."""
+
+    u: torch.Tensor
+    dt: torch.Tensor
+    dtu: torch.Tensor
+    B: torch.Tensor
+    C: torch.Tensor
+    dsoftplus: torch.Tensor | None  # d softplus / d v (backward only)
+
+
+def _load_tile(p: _Problem, t0: int, t1: int, for_backward: bool) -> _Tile:
+    steps = t1 - t0
+    shape4 = (steps, p.batch, p.groups, p.per_group)
+    shape_bc = (steps, p.batch, p.groups, p.n_state)
+    u = _rows_to_time_major(p.u, t0, t1, p.compute).view(shape4)
+    v = _rows_to_time_major(p.delta, t0, t1, p.compute).view(steps, p.batch, -1)
+    if p.bias is not None:
+        v += p.bias
+    dsoftplus = None
+    if p.softplus:
+        dt = torch.nn.functional.softplus(v)  # threshold 20, like the CUDA kernels
+        if for_backward:  # d softplus / dv: sigmoid below the threshold, exactly 1 above it
+            dsoftplus = torch.sigmoid(v).masked_fill_(v > 20, 1.0).view(shape4)
+    else:
+        dt = v
+    dt = dt.view(shape4)
+    B = _rows_to_time_major(p.B, t0, t1, p.compute).view(shape_bc)
+    C = _rows_to_time_major(p.C, t0, t1, p.compute).view(shape_bc)
+    return _Tile(u, dt, dt * u, B, C, dsoftplus)
+
+
+def _tiles(length: int, plan: ScanPlan) -> list[tuple[int, int]]:
+    step = plan.tile_steps or length
+    return [(t0, min(t0 + step, length)) for t0 in range(0, length, step)]
+
+
+# --------------------------------------------------------------------------------------------
 # One block of time steps. Shapes: T steps, slab (Bt, K, Dk, N); dt/dtu (T, Bt, K, Dk);
 # Bm/Cm (T, Bt, K, N); A3 (K, Dk, N).
 
@@ -154,13 +260,18 @@ def _block_states(
     dt: torch.Tensor,
     dtu: torch.Tensor,
     Bm: torch.Tensor,
-    A3: torch.Tensor,
+    A3_log2e: torch.Tensor,
     h0: torch.Tensor | None,
     algorithm: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """a = exp(dt A) and the states h of one block, starting from state h0 (None = zero)."""
+    """a = exp(dt A) and the states h of one block, starting from state h0 (None = zero).
+
+    ``A3_log2e`` is A * log2(e): exp2 of dt (A log2 e) is exp(dt A) with one rounding more in the
+    argument, and PyTorch's CPU exp2 runs 2.7x faster than its exp (``benchmarks`` measured 80 vs
+    217 us per 0.5 M elements, AVX-512, 2 threads); the exponential is a fifth of the whole op.
+    """
     steps = dt.shape[0]
-    a = torch.mul(dt.unsqueeze(-1), A3).exp_()
+    a = torch.mul(dt.unsqueeze(-1), A3_log2e).exp2_()
     h = torch.mul(dtu.unsqueeze(-1), Bm.unsqueeze(-2))
     af, hf = a.view(steps, -1), h.view(steps, -1)
     if h0 is not None:
@@ -169,11 +280,19 @@ def _block_states(
     return a, h
 
 
-def _contract_c(h: torch.Tensor, Cm: torch.Tensor) -> torch.Tensor:
-    """sum_n h[..., d, n] * C[..., n] as one batched matmul: (T, Bt, K, Dk)."""
+def _contract_state(v: torch.Tensor, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """sum_n v[..., n] h[..., d, n]: v (T, Bt, K, N), h (T, Bt, K, Dk, N) -> (T, Bt, K, Dk).
+
+    Written as (1 x N) @ (N x Dk) products with h transposed: MKL runs that form 4x faster than the
+    equal (Dk x N) @ (N x 1) one (50 vs 198 us per 0.5 M-element block, 2 threads), and this
+    contraction runs twice per block (y forward, sum_n G B backward).
+    """
     steps, batch, groups, per_group, n = h.shape
     m = steps * batch * groups
-    return torch.bmm(h.view(m, per_group, n), Cm.reshape(m, n, 1)).view(steps, batch, groups, per_group)
+    if out is None:
+        out = torch.empty((steps, batch, groups, per_group), dtype=h.dtype, device=h.device)
+    torch.bmm(v.reshape(m, 1, n), h.view(m, per_group, n).transpose(1, 2), out=out.view(m, 1, per_group))
+    return out
 
 
 class _SelectiveScanFunction(torch.autograd.Function):
@@ -194,202 +313,209 @@ class _SelectiveScanFunction(torch.autograd.Function):
             return _backward(ctx, grad_y, grad_last)
 
 
-def _time_major(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(batch, ..., L) -> contiguous (L, batch, ...) in ``dtype``.
-
-    One 2-D transpose per batch element: PyTorch copies a plain 2-D transpose with a cache-blocked
-    kernel, about 4x faster than the general strided copy a 3-D/4-D permute gets (measured 12 vs
-    44 ms for 2x768x4096 fp32), and these layout copies are a sizeable part of the whole op.
-    """
-    batch, length = t.shape[0], t.shape[-1]
-    middle = t.shape[1:-1]
-    out = torch.empty((length, batch, *middle), dtype=dtype, device=t.device)
-    if batch > PER_BATCH_TRANSPOSE_MAX:  # many short sequences: one strided copy beats a Python loop
-        return out.copy_(t.permute(t.dim() - 1, *range(t.dim() - 1)))
-    rows = t.reshape(batch, -1, length)
-    flat = out.view(length, batch, -1)
-    for b in range(batch):
-        flat[:, b].copy_(rows[b].t().contiguous())
-    return out
-
-
-def _from_time_major(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Contiguous (L, batch, ...) -> contiguous (batch, ..., L) in ``dtype`` (inverse of _time_major)."""
-    length, batch = t.shape[0], t.shape[1]
-    middle = t.shape[2:]
-    out = torch.empty((batch, *middle, length), dtype=dtype, device=t.device)
-    if batch > PER_BATCH_TRANSPOSE_MAX:
-        return out.copy_(t.permute(*range(1, t.dim()), 0))
-    flat = t.view(length, batch, -1)
-    rows = out.view(batch, -1, length)
-    for b in range(batch):
-        rows[b].copy_(flat[:, b].contiguous().t())
-    return out
-
-
-def _forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32, plan_overrides, grad_wanted):
+def _problem(u, delta, A, B, C, D, delta_bias, delta_softplus) -> _Problem:
     compute = torch.float64 if u.dtype == torch.float64 else torch.float32
     batch, channels, length = u.shape
     groups, n_state = B.shape[1], B.shape[2]
     per_group = channels // groups
-    slab = batch * channels * n_state
-    plan = make_plan(length, slab, **(plan_overrides or {}))
-
-    u_t = _time_major(u, compute)  # (L, Bt, KD)
-    v = _time_major(delta, compute)
-    if delta_bias is not None:
-        v += delta_bias.to(compute)
-    if delta_softplus:
-        dt = torch.nn.functional.softplus(v)  # threshold 20, like the CUDA kernels
-        # d softplus / dv, kept instead of v (same size): 1 above the threshold, sigmoid below.
-        dsoftplus = torch.where(v > 20, torch.ones_like(v), torch.sigmoid(v))
-    else:
-        dt, dsoftplus = v, None
-    del v
-    B_t = _time_major(B, compute)  # (L, Bt, K, N)
-    C_t = _time_major(C, compute)
     A3 = A.to(compute).view(groups, per_group, n_state)
-    shape4 = (length, batch, groups, per_group)
-    dt4, u4 = dt.view(shape4), u_t.view(shape4)
-    dtu = dt4 * u4
+    return _Problem(
+        u=u.contiguous().view(-1, length),
+        delta=delta.contiguous().view(-1, length),
+        B=B.contiguous().view(-1, length),
+        C=C.contiguous().view(-1, length),
+        A3=A3,
+        A3_log2e=A3 * math.log2(math.e),
+        D=None if D is None else D.to(compute),
+        bias=None if delta_bias is None else delta_bias.to(compute),
+        softplus=bool(delta_softplus),
+        compute=compute,
+        batch=batch, groups=groups, per_group=per_group, n_state=n_state, length=length,
+    )
+
+
+def _forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32, plan_overrides, grad_wanted):
+    p = _problem(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    channels = p.groups * p.per_group
+    slab = p.batch * channels * p.n_state
+    overrides = {k: v for k, v in (plan_overrides or {}).items() if v is not None}
+    plan = make_plan(p.length, slab, step_elements=p.batch * channels, **overrides)
 
     # needs_input_grad is also True under torch.no_grad(); grad_wanted says whether a backward can come.
     needs_grad = grad_wanted and any(ctx.needs_input_grad[:7])
-    y = torch.empty(shape4, dtype=compute, device=u.device)
+    out_dtype = torch.float32 if (out_float32 and u.dtype != torch.float64) else u.dtype
+    out = torch.empty((p.batch, channels, p.length), dtype=out_dtype, device=u.device)
+    out_rows = out.view(-1, p.length)
     h_prev = None
     checkpoints: list[torch.Tensor | None] = []
     kept: list[tuple[torch.Tensor, torch.Tensor]] = []
-    for t0 in range(0, length, plan.block_steps):
-        t1 = min(t0 + plan.block_steps, length)
-        a, h = _block_states(dt4[t0:t1], dtu[t0:t1], B_t[t0:t1], A3, h_prev, plan.algorithm)
-        torch.bmm(
-            h.view(-1, per_group, n_state), C_t[t0:t1].reshape(-1, n_state, 1),
-            out=y[t0:t1].view(-1, per_group, 1),
-        )
-        checkpoints.append(h_prev)
+    kept_tiles: list[_Tile] = []
+    for t0, t1 in _tiles(p.length, plan):
+        tile = _load_tile(p, t0, t1, for_backward=needs_grad and plan.keep)
+        y = torch.empty_like(tile.u)
+        for b0 in range(0, t1 - t0, plan.block_steps):
+            b1 = min(b0 + plan.block_steps, t1 - t0)
+            a, h = _block_states(tile.dt[b0:b1], tile.dtu[b0:b1], tile.B[b0:b1], p.A3_log2e, h_prev,
+                                 plan.algorithm)
+            _contract_state(tile.C[b0:b1], h, out=y[b0:b1])
+            checkpoints.append(h_prev)
+            if needs_grad and plan.keep:
+                kept.append((a, h))
+            h_prev = h[-1].clone()
+            del a, h
+        if p.D is not None:
+            y.view(t1 - t0, p.batch, channels).addcmul_(tile.u.view(t1 - t0, p.batch, channels), p.D)
+        _time_major_to_rows(y, out_rows, t0)
         if needs_grad and plan.keep:
-            kept.append((a, h))
-        h_prev = h[-1].clone()
-        del a, h
-    last_state = h_prev.view(batch, channels, n_state)
-    if D is not None:
-        y.view(length, batch, channels).addcmul_(u_t, D.to(compute))
-    out_dtype = torch.float32 if (out_float32 and u.dtype != torch.float64) else u.dtype
-    out = _from_time_major(y.view(length, batch, channels), out_dtype)
+            kept_tiles.append(tile)
+    last_state = h_prev.view(p.batch, channels, p.n_state)
 
     ctx.device_type = u.device.type
     if needs_grad:
         ctx.plan = plan
-        ctx.sizes = (batch, groups, per_group, n_state, length)
-        ctx.dtypes = (u.dtype, delta.dtype, B.dtype, C.dtype, compute)
+        ctx.problem = p
+        ctx.dtypes = (u.dtype, delta.dtype, B.dtype, C.dtype)
         ctx.weight_dtypes = (A.dtype, None if D is None else D.dtype,
                              None if delta_bias is None else delta_bias.dtype)
-        ctx.tensors = (u4, dt4, dtu, dsoftplus, B_t, C_t, A3, D)
+        ctx.save_for_backward(p.u, p.delta, p.B, p.C)  # version-checked: in-place edits raise
+        p.u = p.delta = p.B = p.C = None  # back from saved_tensors in the backward
         ctx.checkpoints = checkpoints
         ctx.kept = kept
+        ctx.kept_tiles = kept_tiles
     return out, last_state
+
+
+def _backward_block(p: _Problem, tile: _Tile, grads: dict, b0: int, b1: int, a, h, h0, carry, own_a: bool,
+                    algorithm: str, gy: torch.Tensor) -> torch.Tensor:
+    """Gradients of one block (time steps b0:b1 of the tile); returns the carry for the block before."""
+    steps = b1 - b0
+    m = steps * p.batch * p.groups
+    dt_b, dtu_b, B_b, C_b, gy_b = tile.dt[b0:b1], tile.dtu[b0:b1], tile.B[b0:b1], tile.C[b0:b1], gy[b0:b1]
+    if grads["C"] is not None:
+        torch.bmm(gy_b.reshape(m, 1, p.per_group), h.view(m, p.per_group, p.n_state),
+                  out=grads["C"][b0:b1].view(m, 1, p.n_state))
+
+    # G_t = dL/dh_t: direct term gy_t C_t, then the reverse recurrence G_t += a_{t+1} G_{t+1}.
+    G = torch.mul(gy_b.unsqueeze(-1), C_b.unsqueeze(-2))
+    Gf, af = G.view(steps, -1), a.view(steps, -1)
+    if carry is not None:
+        Gf[-1].add_(carry)
+    if steps > 1:
+        Gf[-2].addcmul_(af[-1], Gf[-1])
+        scan_reverse_(Gf[:-1], af[1:], algorithm)
+    Gv = G.view(m, p.per_group, p.n_state)
+
+    # q_t = G_t a_t h_{t-1}: the gradient reaching a_t, times a_t (da/d(dt A) = a).
+    q = a.mul_(G) if own_a else torch.mul(a, G)
+    qf = q.view(steps, -1)
+    carry = qf[0].clone()  # a_{t0} G_{t0}: what the previous block's last step receives
+    if steps > 1:
+        qf[1:].mul_(h.view(steps, -1)[:-1])
+    if h0 is None:
+        qf[0].zero_()
+    else:
+        qf[0].mul_(h0.reshape(-1))
+
+    # sum_n G_t B_t: shared by d/du and d/d(dt).
+    GB = _contract_state(B_b, G)
+    torch.mul(GB, dt_b, out=grads["u"][b0:b1])
+    gdt_b = grads["dt"][b0:b1]
+    torch.mul(GB, tile.u[b0:b1], out=gdt_b)
+    gdt_b += (q * p.A3).sum(-1)
+    if grads["A"] is not None:
+        grads["A"] += (q * dt_b.unsqueeze(-1)).sum((0, 1))
+    if grads["B"] is not None:
+        torch.bmm(dtu_b.reshape(m, 1, p.per_group), Gv, out=grads["B"][b0:b1].view(m, 1, p.n_state))
+    return carry
 
 
 def _backward(ctx, grad_y, grad_last):
     plan: ScanPlan = ctx.plan
-    batch, groups, per_group, n_state, length = ctx.sizes
-    u_dtype, delta_dtype, B_dtype, C_dtype, compute = ctx.dtypes
+    p: _Problem = ctx.problem
+    p.u, p.delta, p.B, p.C = ctx.saved_tensors
+    u_dtype, delta_dtype, B_dtype, C_dtype = ctx.dtypes
     A_dtype, D_dtype, bias_dtype = ctx.weight_dtypes
-    u4, dt4, dtu, dsoftplus, B_t, C_t, A3, D = ctx.tensors
-    channels = groups * per_group
-    device = u4.device
     need_u, need_delta, need_A, need_B, need_C, need_D, need_bias = ctx.needs_input_grad[:7]
+    channels = p.groups * p.per_group
+    device, compute, length = p.u.device, p.compute, p.length
+    rows_kd, rows_kn = (p.batch * channels, length), (p.batch * p.groups * p.n_state, length)
 
-    shape4 = (length, batch, groups, per_group)
-    if grad_y is None:
-        gy = torch.zeros(shape4, dtype=compute, device=device)
-    else:
-        gy = _time_major(grad_y, compute).view(shape4)
-    carry = None
-    if grad_last is not None:
-        carry = grad_last.to(compute).reshape(-1)
+    gy_rows = None if grad_y is None else grad_y.contiguous().view(rows_kd)
+    carry = None if grad_last is None else grad_last.to(compute).reshape(-1)
+    grad_u = torch.empty(rows_kd, dtype=u_dtype, device=device) if need_u else None
+    grad_delta = torch.empty(rows_kd, dtype=delta_dtype, device=device) if need_delta else None
+    grad_B = torch.empty(rows_kn, dtype=B_dtype, device=device) if need_B else None
+    grad_C = torch.empty(rows_kn, dtype=C_dtype, device=device) if need_C else None
+    gA = torch.zeros_like(p.A3) if need_A else None
+    g_bias = torch.zeros(channels, dtype=compute, device=device) if need_bias else None
+    g_D = torch.zeros(channels, dtype=compute, device=device) if need_D else None
 
-    gdt = torch.empty(shape4, dtype=compute, device=device)
-    gu = torch.empty(shape4, dtype=compute, device=device)
-    gB = torch.empty((length, batch, groups, n_state), dtype=compute, device=device) if need_B else None
-    gC = torch.empty((length, batch, groups, n_state), dtype=compute, device=device) if need_C else None
-    gA = torch.zeros_like(A3)
-
-    starts = list(range(0, length, plan.block_steps))
-    for index in range(len(starts) - 1, -1, -1):
-        t0 = starts[index]
-        t1 = min(t0 + plan.block_steps, length)
+    tiles = _tiles(length, plan)
+    block = len(ctx.checkpoints)
+    for tile_index in range(len(tiles) - 1, -1, -1):
+        t0, t1 = tiles[tile_index]
         steps = t1 - t0
-        m = steps * batch * groups
-        h0 = ctx.checkpoints[index]
-        dt_b, dtu_b, B_b, C_b, gy_b = dt4[t0:t1], dtu[t0:t1], B_t[t0:t1], C_t[t0:t1], gy[t0:t1]
-        if plan.keep:
-            a, h = ctx.kept[index]
-            own_a = False
+        tile = ctx.kept_tiles[tile_index] if plan.keep else _load_tile(p, t0, t1, for_backward=True)
+        shape4 = tile.u.shape
+        if gy_rows is None:
+            gy = torch.zeros(shape4, dtype=compute, device=device)
         else:
-            a, h = _block_states(dt_b, dtu_b, B_b, A3, h0, plan.algorithm)
-            own_a = True
-        hv = h.view(m, per_group, n_state)
-        if gC is not None:
-            torch.bmm(gy_b.reshape(m, 1, per_group), hv, out=gC[t0:t1].view(m, 1, n_state))
+            gy = _rows_to_time_major(gy_rows, t0, t1, compute).view(shape4)
+        grads = {
+            "u": torch.empty(shape4, dtype=compute, device=device),
+            "dt": torch.empty(shape4, dtype=compute, device=device),
+            "B": torch.empty(tile.B.shape, dtype=compute, device=device) if need_B else None,
+            "C": torch.empty(tile.C.shape, dtype=compute, device=device) if need_C else None,
+            "A": gA,
+        }
+        starts = list(range(0, steps, plan.block_steps))
+        for b0 in reversed(starts):
+            b1 = min(b0 + plan.block_steps, steps)
+            block -= 1
+            h0 = ctx.checkpoints[block]
+            if plan.keep:
+                a, h = ctx.kept[block]
+                own_a = False
+            else:
+                a, h = _block_states(tile.dt[b0:b1], tile.dtu[b0:b1], tile.B[b0:b1], p.A3_log2e, h0,
+                                     plan.algorithm)
+                own_a = True
+            carry = _backward_block(p, tile, grads, b0, b1, a, h, h0, carry, own_a, plan.algorithm, gy)
+            del a, h
 
-        # G_t = dL/dh_t: direct term gy_t C_t, then the reverse recurrence G_t += a_{t+1} G_{t+1}.
-        G = torch.mul(gy_b.unsqueeze(-1), C_b.unsqueeze(-2))
-        Gf, af = G.view(steps, -1), a.view(steps, -1)
-        if carry is not None:
-            Gf[-1].add_(carry)
-        if steps > 1:
-            Gf[-2].addcmul_(af[-1], Gf[-1])
-            scan_reverse_(Gf[:-1], af[1:], plan.algorithm)
-        Gv = G.view(m, per_group, n_state)
+        flat = (steps, p.batch, channels)
+        gy3 = gy.view(flat)
+        if need_u:
+            gu3 = grads["u"].view(flat)
+            if p.D is not None:
+                gu3.addcmul_(gy3, p.D)
+            _time_major_to_rows(gu3, grad_u, t0)
+        gdelta = grads["dt"].view(flat)
+        if tile.dsoftplus is not None:
+            gdelta.mul_(tile.dsoftplus.view(flat))
+        if need_delta:
+            _time_major_to_rows(gdelta, grad_delta, t0)
+        if need_bias:
+            g_bias += gdelta.sum((0, 1))
+        if need_D:
+            g_D += (gy3 * tile.u.view(flat)).sum((0, 1))
+        if need_B:
+            _time_major_to_rows(grads["B"], grad_B, t0)
+        if need_C:
+            _time_major_to_rows(grads["C"], grad_C, t0)
 
-        # q_t = G_t a_t h_{t-1}: the gradient reaching a_t, times a_t (da/d(dt A) = a).
-        q = a.mul_(G) if own_a else torch.mul(a, G)
-        qf = q.view(steps, -1)
-        carry = qf[0].clone()  # a_{t0} G_{t0}: what the previous block's last step receives
-        if steps > 1:
-            qf[1:].mul_(h.view(steps, -1)[:-1])
-        if h0 is None:
-            qf[0].zero_()
-        else:
-            qf[0].mul_(h0.reshape(-1))
-
-        # sum_n G_t B_t: shared by d/du and d/d(dt).
-        GB = torch.bmm(Gv, B_b.reshape(m, n_state, 1)).view(steps, batch, groups, per_group)
-        torch.mul(GB, dt_b, out=gu[t0:t1])
-        gdt_b = gdt[t0:t1]
-        torch.mul(GB, u4[t0:t1], out=gdt_b)
-        gdt_b += (q * A3).sum(-1)
-        if need_A:
-            gA += (q * dt_b.unsqueeze(-1)).sum((0, 1))
-        if gB is not None:
-            torch.bmm(dtu_b.reshape(m, 1, per_group), Gv, out=gB[t0:t1].view(m, 1, n_state))
-        del a, h, G, Gv, q, qf, Gf, af, hv
-
-    gy3 = gy.view(length, batch, channels)
-    u3 = u4.view(length, batch, channels)
-    grad_u = grad_delta = grad_A = grad_B = grad_C = grad_D = grad_bias = None
-    if need_u:
-        gu3 = gu.view(length, batch, channels)
-        if D is not None:
-            gu3.addcmul_(gy3, D.to(compute))
-        grad_u = _from_time_major(gu3, u_dtype)
-    gdelta = gdt.view(length, batch, channels)
-    if dsoftplus is not None:
-        gdelta.mul_(dsoftplus)
-    if need_delta:
-        grad_delta = _from_time_major(gdelta, delta_dtype)
-    if need_bias:
-        grad_bias = gdelta.sum((0, 1)).to(bias_dtype)
-    if need_A:
-        grad_A = gA.view(channels, n_state).to(A_dtype)
-    if need_B:
-        grad_B = _from_time_major(gB, B_dtype)
-    if need_C:
-        grad_C = _from_time_major(gC, C_dtype)
-    if need_D:
-        grad_D = (gy3 * u3).sum((0, 1)).to(D_dtype)
-    return grad_u, grad_delta, grad_A, grad_B, grad_C, grad_D, grad_bias, None, None, None, None
+    shape_u = (p.batch, channels, length)
+    shape_b = (p.batch, p.groups, p.n_state, length)
+    return (
+        None if grad_u is None else grad_u.view(shape_u),
+        None if grad_delta is None else grad_delta.view(shape_u),
+        None if gA is None else gA.view(channels, p.n_state).to(A_dtype),
+        None if grad_B is None else grad_B.view(shape_b),
+        None if grad_C is None else grad_C.view(shape_b),
+        None if g_D is None else g_D.to(D_dtype),
+        None if g_bias is None else g_bias.to(bias_dtype),
+        None, None, None, None,
+    )
 
 
 def selective_scan_torch(
@@ -407,12 +533,13 @@ def selective_scan_torch(
     algorithm: str | None = None,
     block_steps: int | None = None,
     keep: bool | None = None,
+    tile_steps: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The PyTorch backend (inputs already checked). Keyword-only knobs force a plan (tests, benchmarks).
 
     Unlike mamba-ssm, the gradient of ``last_state`` is propagated too.
     """
-    overrides = {"algorithm": algorithm, "block_steps": block_steps, "keep": keep}
+    overrides = {"algorithm": algorithm, "block_steps": block_steps, "keep": keep, "tile_steps": tile_steps}
     tensors = (u, delta, A, B, C, D, delta_bias)
     grad_wanted = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     out, last_state = _SelectiveScanFunction.apply(

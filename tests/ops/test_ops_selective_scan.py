@@ -12,7 +12,7 @@ import torch
 
 from nnunetv2_cipa.ops import selective_scan
 from nnunetv2_cipa.ops.reference import selective_scan_reference
-from nnunetv2_cipa.ops.torch_scan import make_plan, selective_scan_torch
+from nnunetv2_cipa.ops.torch_scan import TILE_ELEMENTS, make_plan, selective_scan_torch
 
 scan_module = sys.modules["nnunetv2_cipa.ops.selective_scan"]
 
@@ -92,7 +92,9 @@ def test_torch_matches_reference_float64(length):
     ref = run_with_grads(selective_scan_reference, inputs, softplus)
     plans = [{}, {"algorithm": "seq"}, {"algorithm": "chunked"},
              {"algorithm": "seq", "block_steps": 37, "keep": False},
-             {"algorithm": "chunked", "block_steps": 300, "keep": False}]
+             {"algorithm": "chunked", "block_steps": 300, "keep": False},
+             {"algorithm": "seq", "block_steps": 5, "keep": False, "tile_steps": 13},
+             {"algorithm": "chunked", "block_steps": 64, "keep": True, "tile_steps": 128}]
     for plan in plans:
         y, last, grads = run_with_grads(selective_scan_torch, inputs, softplus, **plan)
         assert_close(f"out {plan}", y, ref[0], 1e-10, 1e-10)
@@ -151,7 +153,9 @@ def test_half_inputs_keep_fp32_state(dtype, out_float32):
 @pytest.mark.parametrize("plan", [{"algorithm": "seq"}, {"algorithm": "chunked"},
                                   {"algorithm": "seq", "block_steps": 3, "keep": False},
                                   {"algorithm": "chunked", "block_steps": 9, "keep": False},
-                                  {"algorithm": "seq", "block_steps": 4, "keep": True}])
+                                  {"algorithm": "seq", "block_steps": 4, "keep": True},
+                                  {"algorithm": "seq", "block_steps": 2, "keep": False, "tile_steps": 5},
+                                  {"algorithm": "seq", "block_steps": 3, "keep": True, "tile_steps": 6}])
 def test_gradcheck_every_argument(plan):
     inputs = [t.requires_grad_() for t in make_inputs(2, 2, 2, 3, 11, seed=3)]
 
@@ -215,7 +219,35 @@ def test_plan_choice_follows_slab_size():
     big = make_plan(16384, 2 * 768 * 16)
     assert not big.keep and big.block_steps < 16384
     small = make_plan(1000, 64)
-    assert small.keep and small.block_steps == 1000
+    assert small.keep and small.block_steps == 1000 and small.tile_steps == 1000
+    # Tiles hold whole blocks: the fewest that reach TILE_ELEMENTS per (T, batch, K*Dk) tensor.
+    tiled = make_plan(16384, 2 * 768 * 16, step_elements=2 * 768)
+    assert tiled.tile_steps % tiled.block_steps == 0
+    assert (tiled.tile_steps - tiled.block_steps) * 2 * 768 < TILE_ELEMENTS <= tiled.tile_steps * 2 * 768
+    assert make_plan(100, 64, block_steps=7, tile_steps=10).tile_steps == 14
+
+
+def test_tiled_call_makes_no_full_length_temporaries(monkeypatch):
+    """With tiles, no tensor of the full (L, batch, K*Dk) size is made besides the output."""
+    import nnunetv2_cipa.ops.torch_scan as torch_scan
+
+    inputs = make_inputs(1, 2, 4, 3, 600, dtype=torch.float32)  # batch 1, K 2, Dk 4, N 3, L 600
+    sizes = []
+    real_empty = torch.empty
+
+    def spy_empty(*args, **kwargs):
+        t = real_empty(*args, **kwargs)
+        sizes.append(t.numel())
+        return t
+
+    monkeypatch.setattr(torch_scan.torch, "empty", spy_empty)
+    leaves = [t.requires_grad_() for t in inputs]
+    y = selective_scan_torch(*leaves, delta_softplus=True, block_steps=10, keep=False, tile_steps=50)
+    y.sum().backward()
+    full_u, full_b = 8 * 600, 6 * 600
+    assert sizes.count(full_u) == 3  # the output, grad_u and grad_delta
+    assert sizes.count(full_b) == 2  # grad_B and grad_C
+    assert max(s for s in sizes if s not in (full_u, full_b)) <= 50 * 8
 
 
 # ------------------------------------------------------------------------------------ dispatch
