@@ -265,7 +265,7 @@ def target_lines(results: dict[tuple[str, str], tuple[float, float, bool]]) -> l
     if ref and ours:
         speedup = ref[1] / ours[1]
         how = " (reference scaled from its truncated run, see the notes)" if ref[2] else ""
-        lines.append(f"target: torch f+b >= 4x faster than reference at ss2d-s0: {speedup:.1f}x, "
+        lines.append(f"target: torch f+b >= 4x faster than reference at ss2d-s0: {speedup:.2f}x, "
                      f"{'met' if speedup >= 4 else 'NOT met'}{how}")
     for (name, method), (_, tfb, _) in results.items():
         if method == "fulltensor" and (name, "torch") in results:

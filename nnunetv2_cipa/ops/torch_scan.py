@@ -13,7 +13,7 @@ Why it looks like this (measurements in ``docs/selective_scan_reference.md`` §3
   layout copies (in and out), softplus, ``dt * u`` and the output live per tile, so no
   full-length temporary is ever made. Full-length tensors above glibc's mmap limit (32 MB) are
   fresh pages on every call: at the CIPA stage-0 shape they cost a quarter of the forward in
-  page faults (``benchmarks/selective_scan.py`` reports it) before tiling. The backward
+  page faults before tiling (``benchmarks/selective_scan_parts.py`` counts them). The backward
   recomputes a tile's inputs from the saved arguments instead of keeping full-length copies.
 * **Blocked inside tiles, with recomputation.** The big (L, batch, K, Dk, N) tensors of a naive
   implementation are 1.6 GB each at the CIPA stage-0 shape. Each tile is processed in blocks of
@@ -267,8 +267,8 @@ def _block_states(
     """a = exp(dt A) and the states h of one block, starting from state h0 (None = zero).
 
     ``A3_log2e`` is A * log2(e): exp2 of dt (A log2 e) is exp(dt A) with one rounding more in the
-    argument, and PyTorch's CPU exp2 runs 2.7x faster than its exp (``benchmarks`` measured 80 vs
-    217 us per 0.5 M elements, AVX-512, 2 threads); the exponential is a fifth of the whole op.
+    argument, and PyTorch's CPU exp2 runs several times faster than its exp
+    (``benchmarks/selective_scan_parts.py``); the exponential was a fifth of the whole op.
     """
     steps = dt.shape[0]
     a = torch.mul(dt.unsqueeze(-1), A3_log2e).exp2_()
@@ -283,8 +283,8 @@ def _block_states(
 def _contract_state(v: torch.Tensor, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """sum_n v[..., n] h[..., d, n]: v (T, Bt, K, N), h (T, Bt, K, Dk, N) -> (T, Bt, K, Dk).
 
-    Written as (1 x N) @ (N x Dk) products with h transposed: MKL runs that form 4x faster than the
-    equal (Dk x N) @ (N x 1) one (50 vs 198 us per 0.5 M-element block, 2 threads), and this
+    Written as (1 x N) @ (N x Dk) products with h transposed: MKL runs that form several times
+    faster than the equal (Dk x N) @ (N x 1) one (``benchmarks/selective_scan_parts.py``), and this
     contraction runs twice per block (y forward, sum_n G B backward).
     """
     steps, batch, groups, per_group, n = h.shape
