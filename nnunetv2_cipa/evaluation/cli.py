@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -277,13 +278,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa evaluate") -> int:
-    args = build_parser(prog).parse_args(argv)
+def run_command(
+    parser_for: Callable[[str], argparse.ArgumentParser],
+    run_args: Callable[[argparse.Namespace], int],
+    argv: list[str] | None,
+    prog: str,
+) -> int:
+    """Parse, run, and turn bad input into one ``prog: error: ...`` line and exit status 2."""
+    args = parser_for(prog).parse_args(argv)
     try:
-        return run(args)
+        return run_args(args)
     except C.EvaluationInputError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa evaluate") -> int:
+    return run_command(build_parser, run, argv, prog)
 
 
 if __name__ == "__main__":

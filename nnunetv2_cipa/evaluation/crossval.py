@@ -26,7 +26,13 @@ import numpy as np
 
 from nnunetv2_cipa.evaluation import cases as C
 from nnunetv2_cipa.evaluation import report as R
-from nnunetv2_cipa.evaluation.cli import add_common_arguments, options_from_args, unique_names
+from nnunetv2_cipa.evaluation.cli import (
+    add_common_arguments,
+    options_from_args,
+    run_command,
+    unique_names,
+    write_outputs,
+)
 from nnunetv2_cipa.evaluation.grouping import folds_from_splits, patient_map
 
 # (label, path into a summary, is a fraction shown in %)
@@ -282,22 +288,14 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path(args.model[0]) / "cipa_crossval_report"
     table = crossval_table(models)
     payload = {"tool": "nnunetv2_cipa crossval-report", "folds": args.folds, "models": models}
-    C.atomic_write_text(
-        out / "metrics.json", json.dumps(R.json_safe(payload), indent=2, allow_nan=False) + "\n"
-    )
-    C.atomic_write_text(out / "table.md", table)
+    write_outputs(out, payload, table)
     print(table)
     print(f"wrote {out / 'metrics.json'} and {out / 'table.md'}")
     return 0
 
 
 def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa crossval-report") -> int:
-    args = build_parser(prog).parse_args(argv)
-    try:
-        return run(args)
-    except C.EvaluationInputError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
+    return run_command(build_parser, run, argv, prog)
 
 
 if __name__ == "__main__":

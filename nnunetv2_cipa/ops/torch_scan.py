@@ -256,6 +256,22 @@ def _tiles(length: int, plan: ScanPlan) -> list[tuple[int, int]]:
 # Bm/Cm (T, Bt, K, N); A3 (K, Dk, N).
 
 
+def _workspace(plan: ScanPlan, p: _Problem, device: torch.device, names: tuple[str, ...]) -> dict:
+    """Block-sized (T, Bt, K, Dk, N) buffers that every block of one call writes into.
+
+    Why: a fresh 2 MB tensor per block lands on memory that is no longer in cache, and these
+    bandwidth-bound ops then pay for the cache misses of their writes (measured 3x slower per op
+    than on cached memory); reused buffers stay cached from one block to the next.
+    """
+    shape = (plan.block_steps, p.batch, p.groups, p.per_group, p.n_state)
+    return {name: torch.empty(shape, dtype=p.compute, device=device) for name in names}
+
+
+def _take(work: dict[str, torch.Tensor] | None, name: str, steps: int) -> torch.Tensor | None:
+    """The first ``steps`` steps of a workspace buffer, or None (allocate) without a workspace."""
+    return None if work is None else work[name][:steps]
+
+
 def _block_states(
     dt: torch.Tensor,
     dtu: torch.Tensor,
@@ -263,16 +279,19 @@ def _block_states(
     A3_log2e: torch.Tensor,
     h0: torch.Tensor | None,
     algorithm: str,
+    work: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """a = exp(dt A) and the states h of one block, starting from state h0 (None = zero).
+
+    With ``work`` (see :func:`_workspace`), a and h are written into its reused buffers.
 
     ``A3_log2e`` is A * log2(e): exp2 of dt (A log2 e) is exp(dt A) with one rounding more in the
     argument, and PyTorch's CPU exp2 runs several times faster than its exp
     (``benchmarks/selective_scan_parts.py``); the exponential was a fifth of the whole op.
     """
     steps = dt.shape[0]
-    a = torch.mul(dt.unsqueeze(-1), A3_log2e).exp2_()
-    h = torch.mul(dtu.unsqueeze(-1), Bm.unsqueeze(-2))
+    a = torch.mul(dt.unsqueeze(-1), A3_log2e, out=_take(work, "a", steps)).exp2_()
+    h = torch.mul(dtu.unsqueeze(-1), Bm.unsqueeze(-2), out=_take(work, "h", steps))
     af, hf = a.view(steps, -1), h.view(steps, -1)
     if h0 is not None:
         hf[0].addcmul_(af[0], h0.reshape(-1))
@@ -350,16 +369,18 @@ def _forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32,
     checkpoints: list[torch.Tensor | None] = []
     kept: list[tuple[torch.Tensor, torch.Tensor]] = []
     kept_tiles: list[_Tile] = []
+    keep_blocks = needs_grad and plan.keep
+    work = None if keep_blocks else _workspace(plan, p, u.device, ("a", "h"))
     for t0, t1 in _tiles(p.length, plan):
         tile = _load_tile(p, t0, t1, for_backward=needs_grad and plan.keep)
         y = torch.empty_like(tile.u)
         for b0 in range(0, t1 - t0, plan.block_steps):
             b1 = min(b0 + plan.block_steps, t1 - t0)
             a, h = _block_states(tile.dt[b0:b1], tile.dtu[b0:b1], tile.B[b0:b1], p.A3_log2e, h_prev,
-                                 plan.algorithm)
+                                 plan.algorithm, work)
             _contract_state(tile.C[b0:b1], h, out=y[b0:b1])
             checkpoints.append(h_prev)
-            if needs_grad and plan.keep:
+            if keep_blocks:
                 kept.append((a, h))
             h_prev = h[-1].clone()
             del a, h
@@ -386,8 +407,11 @@ def _forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32,
 
 
 def _backward_block(p: _Problem, tile: _Tile, grads: dict, b0: int, b1: int, a, h, h0, carry, own_a: bool,
-                    algorithm: str, gy: torch.Tensor) -> torch.Tensor:
-    """Gradients of one block (time steps b0:b1 of the tile); returns the carry for the block before."""
+                    algorithm: str, gy: torch.Tensor, work: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """Gradients of one block (time steps b0:b1 of the tile); returns the carry for the block before.
+
+    ``own_a``: ``a`` is this block's own recomputed buffer and may be overwritten.
+    """
     steps = b1 - b0
     m = steps * p.batch * p.groups
     dt_b, dtu_b, B_b, C_b, gy_b = tile.dt[b0:b1], tile.dtu[b0:b1], tile.B[b0:b1], tile.C[b0:b1], gy[b0:b1]
@@ -396,7 +420,7 @@ def _backward_block(p: _Problem, tile: _Tile, grads: dict, b0: int, b1: int, a, 
                   out=grads["C"][b0:b1].view(m, 1, p.n_state))
 
     # G_t = dL/dh_t: direct term gy_t C_t, then the reverse recurrence G_t += a_{t+1} G_{t+1}.
-    G = torch.mul(gy_b.unsqueeze(-1), C_b.unsqueeze(-2))
+    G = torch.mul(gy_b.unsqueeze(-1), C_b.unsqueeze(-2), out=_take(work, "G", steps))
     Gf, af = G.view(steps, -1), a.view(steps, -1)
     if carry is not None:
         Gf[-1].add_(carry)
@@ -421,9 +445,9 @@ def _backward_block(p: _Problem, tile: _Tile, grads: dict, b0: int, b1: int, a, 
     torch.mul(GB, dt_b, out=grads["u"][b0:b1])
     gdt_b = grads["dt"][b0:b1]
     torch.mul(GB, tile.u[b0:b1], out=gdt_b)
-    gdt_b += (q * p.A3).sum(-1)
     if grads["A"] is not None:
-        grads["A"] += (q * dt_b.unsqueeze(-1)).sum((0, 1))
+        grads["A"] += torch.mul(q, dt_b.unsqueeze(-1), out=_take(work, "tmp", steps)).sum((0, 1))
+    gdt_b += (q.mul_(p.A3) if own_a else q * p.A3).sum(-1)
     if grads["B"] is not None:
         torch.bmm(dtu_b.reshape(m, 1, p.per_group), Gv, out=grads["B"][b0:b1].view(m, 1, p.n_state))
     return carry
@@ -452,6 +476,7 @@ def _backward(ctx, grad_y, grad_last):
 
     tiles = _tiles(length, plan)
     block = len(ctx.checkpoints)
+    work = _workspace(plan, p, device, ("G", "tmp") if plan.keep else ("a", "h", "G", "tmp"))
     for tile_index in range(len(tiles) - 1, -1, -1):
         t0, t1 = tiles[tile_index]
         steps = t1 - t0
@@ -478,9 +503,9 @@ def _backward(ctx, grad_y, grad_last):
                 own_a = False
             else:
                 a, h = _block_states(tile.dt[b0:b1], tile.dtu[b0:b1], tile.B[b0:b1], p.A3_log2e, h0,
-                                     plan.algorithm)
+                                     plan.algorithm, work)
                 own_a = True
-            carry = _backward_block(p, tile, grads, b0, b1, a, h, h0, carry, own_a, plan.algorithm, gy)
+            carry = _backward_block(p, tile, grads, b0, b1, a, h, h0, carry, own_a, plan.algorithm, gy, work)
             del a, h
 
         flat = (steps, p.batch, channels)
