@@ -20,7 +20,10 @@ Why it looks like this (measurements in ``docs/selective_scan_reference.md`` §3
   a few MB: the forward keeps only the state at each block start (a checkpoint, like the CUDA
   kernel's chunk carries) and the backward walks the blocks last to first, recomputing
   ``a = exp(dt A)`` and ``h`` of one block from its checkpoint. When the whole problem is small,
-  one block covers the sequence and its tensors are kept instead.
+  one block covers the sequence and its tensors are kept instead. Blocks write into one reused
+  workspace, so the memory they write is still in cache from the block before.
+* **Cheap forms of the heavy ops**: ``exp2`` of ``dt (A log2 e)`` rather than ``exp`` of ``dt A``, and
+  the state contractions as (1 x N) @ (N x Dk) matrix products (``benchmarks/selective_scan_parts.py``).
 * **Two scan primitives**, equal to fp32 rounding: a plain sequential loop (one ``addcmul_``
   per step) when the per-step slab is large (bandwidth-bound, touches each element once), and a
   two-level chunked scan (sequential inside chunks of ~sqrt(T) steps, vectorised over chunks,
@@ -332,6 +335,11 @@ class _SelectiveScanFunction(torch.autograd.Function):
             return _backward(ctx, grad_y, grad_last)
 
 
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """(batch, ..., L) -> (R, L) rows (a view when contiguous)."""
+    return t.contiguous().view(-1, t.shape[-1])
+
+
 def _problem(u, delta, A, B, C, D, delta_bias, delta_softplus) -> _Problem:
     compute = torch.float64 if u.dtype == torch.float64 else torch.float32
     batch, channels, length = u.shape
@@ -339,10 +347,10 @@ def _problem(u, delta, A, B, C, D, delta_bias, delta_softplus) -> _Problem:
     per_group = channels // groups
     A3 = A.to(compute).view(groups, per_group, n_state)
     return _Problem(
-        u=u.contiguous().view(-1, length),
-        delta=delta.contiguous().view(-1, length),
-        B=B.contiguous().view(-1, length),
-        C=C.contiguous().view(-1, length),
+        u=_rows(u),
+        delta=_rows(delta),
+        B=_rows(B),
+        C=_rows(C),
         A3=A3,
         A3_log2e=A3 * math.log2(math.e),
         D=None if D is None else D.to(compute),
@@ -398,8 +406,9 @@ def _forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32,
         ctx.dtypes = (u.dtype, delta.dtype, B.dtype, C.dtype)
         ctx.weight_dtypes = (A.dtype, None if D is None else D.dtype,
                              None if delta_bias is None else delta_bias.dtype)
-        ctx.save_for_backward(p.u, p.delta, p.B, p.C)  # version-checked: in-place edits raise
-        p.u = p.delta = p.B = p.C = None  # back from saved_tensors in the backward
+        # The inputs themselves, version-checked: editing one in place before the backward raises.
+        ctx.save_for_backward(u, delta, B, C)
+        p.u = p.delta = p.B = p.C = None  # rebuilt from saved_tensors in the backward
         ctx.checkpoints = checkpoints
         ctx.kept = kept
         ctx.kept_tiles = kept_tiles
@@ -456,7 +465,7 @@ def _backward_block(p: _Problem, tile: _Tile, grads: dict, b0: int, b1: int, a, 
 def _backward(ctx, grad_y, grad_last):
     plan: ScanPlan = ctx.plan
     p: _Problem = ctx.problem
-    p.u, p.delta, p.B, p.C = ctx.saved_tensors
+    p.u, p.delta, p.B, p.C = (_rows(t) for t in ctx.saved_tensors)
     u_dtype, delta_dtype, B_dtype, C_dtype = ctx.dtypes
     A_dtype, D_dtype, bias_dtype = ctx.weight_dtypes
     need_u, need_delta, need_A, need_B, need_C, need_D, need_bias = ctx.needs_input_grad[:7]

@@ -195,6 +195,19 @@ def test_backends_agree_and_non_contiguous_inputs_work():
     torch.testing.assert_close(base, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_non_contiguous_inputs_get_the_same_gradients_across_tiles():
+    inputs = make_inputs(2, 2, 3, 4, 90, dtype=torch.float64)
+    plan = {"block_steps": 7, "keep": False, "tile_steps": 20}
+    base = run_with_grads(selective_scan_torch, inputs, True, **plan)
+    u_nc = inputs[0].detach().transpose(1, 2).contiguous().transpose(1, 2)
+    C_nc = inputs[4].detach().permute(3, 0, 1, 2).contiguous().permute(1, 2, 3, 0)
+    other = run_with_grads(selective_scan_torch, [u_nc, *inputs[1:4], C_nc, *inputs[5:]], True, **plan)
+    torch.testing.assert_close(other[0], base[0], rtol=0, atol=0)
+    for name, g, g_base in zip(NAMES, other[2], base[2], strict=True):
+        if g_base is not None:
+            torch.testing.assert_close(g, g_base, rtol=0, atol=0, msg=f"d{name}")
+
+
 def test_autocast_does_not_lower_precision():
     inputs = make_inputs(2, 2, 4, 4, 64, dtype=torch.float32)
     expected = selective_scan(*inputs, delta_softplus=True)
@@ -225,6 +238,16 @@ def test_plan_choice_follows_slab_size():
     assert tiled.tile_steps % tiled.block_steps == 0
     assert (tiled.tile_steps - tiled.block_steps) * 2 * 768 < TILE_ELEMENTS <= tiled.tile_steps * 2 * 768
     assert make_plan(100, 64, block_steps=7, tile_steps=10).tile_steps == 14
+
+
+def test_in_place_edit_of_an_input_before_backward_raises():
+    """The backward rebuilds tiles from the saved inputs, so editing one in place must not go unnoticed."""
+    leaves = [t.requires_grad_() for t in make_inputs(1, 2, 4, 3, 40, dtype=torch.float32)]
+    inner = leaves[0] * 1.0
+    y = selective_scan_torch(inner, *leaves[1:], delta_softplus=True, block_steps=8, keep=False)
+    inner.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
 
 
 def test_tiled_call_makes_no_full_length_temporaries(monkeypatch):
