@@ -4,8 +4,14 @@ Why it looks like this (measurements in ``docs/selective_scan_reference.md`` §3
 ``benchmarks/selective_scan.py``):
 
 * **Time-major, contiguous.** Inputs are transposed to (T, batch, K, Dk) / (T, batch, K, N)
-  so each time step is one contiguous slab (batch, K, Dk, N) and every per-step op is a dense
+  so each time step is one contiguous slab (batch, K, N, Dk) and every per-step op is a dense
   vector op.
+* **State layout (..., N, Dk), channels innermost.** The broadcasts that build a block
+  (``dt A``, ``dt u B``, ``gy C``) then run along 192-long contiguous rows instead of 16-long ones,
+  the sums over N are reductions over an outer axis (fast), and ``y = sum_n C h`` is the fast
+  (1 x N) @ (N x Dk) form of bmm. Measured against the (..., Dk, N) layout in one process
+  (``benchmarks/compare_scan_versions.py``, 1 thread): 0.97x the time at stage 0, 0.78x at the
+  N = 4 decoder shape.
 * **One autograd.Function with an analytic backward.** The reverse recurrence
   ``G_t = gy_t C_t + a_{t+1} G_{t+1}`` gives every gradient in a few dense passes; autograd
   through a per-step loop is several times slower (and quadratic if it indexes per step).
@@ -15,7 +21,7 @@ Why it looks like this (measurements in ``docs/selective_scan_reference.md`` §3
   fresh pages on every call: at the CIPA stage-0 shape they cost a quarter of the forward in
   page faults before tiling (``benchmarks/selective_scan_parts.py`` counts them). The backward
   recomputes a tile's inputs from the saved arguments instead of keeping full-length copies.
-* **Blocked inside tiles, with recomputation.** The big (L, batch, K, Dk, N) tensors of a naive
+* **Blocked inside tiles, with recomputation.** The big (L, batch, K, N, Dk) tensors of a naive
   implementation are 1.6 GB each at the CIPA stage-0 shape. Each tile is processed in blocks of
   a few MB: the forward keeps only the state at each block start (a checkpoint, like the CUDA
   kernel's chunk carries) and the backward walks the blocks last to first, recomputing
@@ -46,7 +52,7 @@ import torch
 #: The reference doc measured chunked ahead at slabs of 256-512 and seq ahead at >= 16 K; on this
 #: machine (``benchmarks/selective_scan_plans.py``, 1 and 2 threads) seq already wins from ~1 K.
 SEQ_MIN_SLAB = 1024
-#: Elements of one per-block (T, batch, K, Dk, N) tensor when the sequence is split into blocks.
+#: Elements of one per-block (T, batch, K, N, Dk) tensor when the sequence is split into blocks.
 BLOCK_ELEMENTS = 1 << 19
 #: Each block costs ~25 tensor ops besides its few ops per step; much shorter blocks let that
 #: overhead dominate (every op also pays a thread barrier on a busy machine), so large slabs get
@@ -57,7 +63,7 @@ MIN_BLOCK_STEPS = 16
 MAX_BLOCK_ELEMENTS = 1 << 23
 #: Elements of one per-tile (T, batch, K*Dk) tensor (2 MiB in fp32): tiles hold whole blocks.
 TILE_ELEMENTS = 1 << 19
-#: Up to this many elements in a full (L, batch, K, Dk, N) tensor, one block covers the whole
+#: Up to this many elements in a full (L, batch, K, N, Dk) tensor, one block covers the whole
 #: sequence and its tensors are kept for the backward instead of recomputed.
 KEEP_ELEMENTS = 1 << 22
 #: Layout copies that read rows of at least a page (4 KiB) go this many rows at a time.
@@ -203,7 +209,7 @@ class _Problem:
     delta: torch.Tensor  # (batch*K*Dk, L)
     B: torch.Tensor  # (batch*K*N, L)
     C: torch.Tensor  # (batch*K*N, L)
-    A3: torch.Tensor  # (K, Dk, N), compute dtype
+    A3: torch.Tensor  # (K, N, Dk), compute dtype: the state layout puts Dk innermost
     A3_log2e: torch.Tensor  # A3 * log2(e), for exp2
     D: torch.Tensor | None  # (K*Dk,), compute dtype
     bias: torch.Tensor | None  # (K*Dk,), compute dtype
@@ -255,18 +261,18 @@ def _tiles(length: int, plan: ScanPlan) -> list[tuple[int, int]]:
 
 
 # --------------------------------------------------------------------------------------------
-# One block of time steps. Shapes: T steps, slab (Bt, K, Dk, N); dt/dtu (T, Bt, K, Dk);
-# Bm/Cm (T, Bt, K, N); A3 (K, Dk, N).
+# One block of time steps. Shapes: T steps, slab (Bt, K, N, Dk); dt/dtu (T, Bt, K, Dk);
+# Bm/Cm (T, Bt, K, N); A3 (K, N, Dk).
 
 
 def _workspace(plan: ScanPlan, p: _Problem, device: torch.device, names: tuple[str, ...]) -> dict:
-    """Block-sized (T, Bt, K, Dk, N) buffers that every block of one call writes into.
+    """Block-sized (T, Bt, K, N, Dk) buffers that every block of one call writes into.
 
     Why: a fresh 2 MB tensor per block lands on memory that is no longer in cache, and these
     bandwidth-bound ops then pay for the cache misses of their writes (measured 3x slower per op
     than on cached memory); reused buffers stay cached from one block to the next.
     """
-    shape = (plan.block_steps, p.batch, p.groups, p.per_group, p.n_state)
+    shape = (plan.block_steps, p.batch, p.groups, p.n_state, p.per_group)
     return {name: torch.empty(shape, dtype=p.compute, device=device) for name in names}
 
 
@@ -293,8 +299,8 @@ def _block_states(
     (``benchmarks/selective_scan_parts.py``); the exponential was a fifth of the whole op.
     """
     steps = dt.shape[0]
-    a = torch.mul(dt.unsqueeze(-1), A3_log2e, out=_take(work, "a", steps)).exp2_()
-    h = torch.mul(dtu.unsqueeze(-1), Bm.unsqueeze(-2), out=_take(work, "h", steps))
+    a = torch.mul(dt.unsqueeze(-2), A3_log2e, out=_take(work, "a", steps)).exp2_()
+    h = torch.mul(dtu.unsqueeze(-2), Bm.unsqueeze(-1), out=_take(work, "h", steps))
     af, hf = a.view(steps, -1), h.view(steps, -1)
     if h0 is not None:
         hf[0].addcmul_(af[0], h0.reshape(-1))
@@ -303,17 +309,17 @@ def _block_states(
 
 
 def _contract_state(v: torch.Tensor, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """sum_n v[..., n] h[..., d, n]: v (T, Bt, K, N), h (T, Bt, K, Dk, N) -> (T, Bt, K, Dk).
+    """sum_n v[..., n] h[..., n, d]: v (T, Bt, K, N), h (T, Bt, K, N, Dk) -> (T, Bt, K, Dk).
 
-    Written as (1 x N) @ (N x Dk) products with h transposed: MKL runs that form several times
-    faster than the equal (Dk x N) @ (N x 1) one (``benchmarks/selective_scan_parts.py``), and this
-    contraction runs twice per block (y forward, sum_n G B backward).
+    (1 x N) @ (N x Dk) products: MKL runs that form several times faster than the equal
+    (Dk x N) @ (N x 1) one (``benchmarks/selective_scan_parts.py``), and this contraction runs
+    twice per block (y forward, sum_n G B backward).
     """
-    steps, batch, groups, per_group, n = h.shape
+    steps, batch, groups, n, per_group = h.shape
     m = steps * batch * groups
     if out is None:
         out = torch.empty((steps, batch, groups, per_group), dtype=h.dtype, device=h.device)
-    torch.bmm(v.reshape(m, 1, n), h.view(m, per_group, n).transpose(1, 2), out=out.view(m, 1, per_group))
+    torch.bmm(v.reshape(m, 1, n), h.view(m, n, per_group), out=out.view(m, 1, per_group))
     return out
 
 
@@ -345,7 +351,7 @@ def _problem(u, delta, A, B, C, D, delta_bias, delta_softplus) -> _Problem:
     batch, channels, length = u.shape
     groups, n_state = B.shape[1], B.shape[2]
     per_group = channels // groups
-    A3 = A.to(compute).view(groups, per_group, n_state)
+    A3 = A.to(compute).view(groups, per_group, n_state).transpose(1, 2).contiguous()
     return _Problem(
         u=_rows(u),
         delta=_rows(delta),
@@ -397,7 +403,7 @@ def _forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32,
         _time_major_to_rows(y, out_rows, t0)
         if needs_grad and plan.keep:
             kept_tiles.append(tile)
-    last_state = h_prev.view(p.batch, channels, p.n_state)
+    last_state = h_prev.transpose(-1, -2).reshape(p.batch, channels, p.n_state)
 
     ctx.device_type = u.device.type
     if needs_grad:
@@ -425,18 +431,18 @@ def _backward_block(p: _Problem, tile: _Tile, grads: dict, b0: int, b1: int, a, 
     m = steps * p.batch * p.groups
     dt_b, dtu_b, B_b, C_b, gy_b = tile.dt[b0:b1], tile.dtu[b0:b1], tile.B[b0:b1], tile.C[b0:b1], gy[b0:b1]
     if grads["C"] is not None:
-        torch.bmm(gy_b.reshape(m, 1, p.per_group), h.view(m, p.per_group, p.n_state),
-                  out=grads["C"][b0:b1].view(m, 1, p.n_state))
+        h_t = h.view(m, p.n_state, p.per_group).transpose(1, 2)
+        torch.bmm(gy_b.reshape(m, 1, p.per_group), h_t, out=grads["C"][b0:b1].view(m, 1, p.n_state))
 
     # G_t = dL/dh_t: direct term gy_t C_t, then the reverse recurrence G_t += a_{t+1} G_{t+1}.
-    G = torch.mul(gy_b.unsqueeze(-1), C_b.unsqueeze(-2), out=_take(work, "G", steps))
+    G = torch.mul(gy_b.unsqueeze(-2), C_b.unsqueeze(-1), out=_take(work, "G", steps))
     Gf, af = G.view(steps, -1), a.view(steps, -1)
     if carry is not None:
         Gf[-1].add_(carry)
     if steps > 1:
         Gf[-2].addcmul_(af[-1], Gf[-1])
         scan_reverse_(Gf[:-1], af[1:], algorithm)
-    Gv = G.view(m, p.per_group, p.n_state)
+    Gv = G.view(m, p.n_state, p.per_group)
 
     # q_t = G_t a_t h_{t-1}: the gradient reaching a_t, times a_t (da/d(dt A) = a).
     q = a.mul_(G) if own_a else torch.mul(a, G)
@@ -455,10 +461,11 @@ def _backward_block(p: _Problem, tile: _Tile, grads: dict, b0: int, b1: int, a, 
     gdt_b = grads["dt"][b0:b1]
     torch.mul(GB, tile.u[b0:b1], out=gdt_b)
     if grads["A"] is not None:
-        grads["A"] += torch.mul(q, dt_b.unsqueeze(-1), out=_take(work, "tmp", steps)).sum((0, 1))
-    gdt_b += (q.mul_(p.A3) if own_a else q * p.A3).sum(-1)
+        grads["A"] += torch.mul(q, dt_b.unsqueeze(-2), out=_take(work, "tmp", steps)).sum((0, 1))
+    gdt_b += (q.mul_(p.A3) if own_a else q * p.A3).sum(-2)
     if grads["B"] is not None:
-        torch.bmm(dtu_b.reshape(m, 1, p.per_group), Gv, out=grads["B"][b0:b1].view(m, 1, p.n_state))
+        torch.bmm(dtu_b.reshape(m, 1, p.per_group), Gv.transpose(1, 2),
+                  out=grads["B"][b0:b1].view(m, 1, p.n_state))
     return carry
 
 
@@ -474,7 +481,10 @@ def _backward(ctx, grad_y, grad_last):
     rows_kd, rows_kn = (p.batch * channels, length), (p.batch * p.groups * p.n_state, length)
 
     gy_rows = None if grad_y is None else grad_y.contiguous().view(rows_kd)
-    carry = None if grad_last is None else grad_last.to(compute).reshape(-1)
+    carry = None
+    if grad_last is not None:  # (batch, K*Dk, N) -> the state layout (batch, K, N, Dk)
+        carry = grad_last.to(compute).view(p.batch, p.groups, p.per_group, p.n_state)
+        carry = carry.transpose(-1, -2).reshape(-1)
     grad_u = torch.empty(rows_kd, dtype=u_dtype, device=device) if need_u else None
     grad_delta = torch.empty(rows_kd, dtype=delta_dtype, device=device) if need_delta else None
     grad_B = torch.empty(rows_kn, dtype=B_dtype, device=device) if need_B else None
@@ -543,7 +553,7 @@ def _backward(ctx, grad_y, grad_last):
     return (
         None if grad_u is None else grad_u.view(shape_u),
         None if grad_delta is None else grad_delta.view(shape_u),
-        None if gA is None else gA.view(channels, p.n_state).to(A_dtype),
+        None if gA is None else gA.transpose(1, 2).reshape(channels, p.n_state).to(A_dtype),
         None if grad_B is None else grad_B.view(shape_b),
         None if grad_C is None else grad_C.view(shape_b),
         None if g_D is None else g_D.to(D_dtype),
