@@ -1,10 +1,12 @@
 """The measurements behind the PyTorch scan's design choices, in one run (CPU).
 
 Each row compares a choice made in ``nnunetv2_cipa/ops/torch_scan.py`` with its alternative at the
-SS2D stage-0 block size (21 steps x 2 x 4 x 192 x 16, about 0.5 M elements):
+SS2D stage-0 block size (21 steps x 2 x 4 x 16 x 192, about 0.5 M elements), in the backend's state
+layout (..., N, Dk):
 
 * ``exp2`` of ``dt (A log2 e)`` against ``exp`` of ``dt A`` (the exponential of every block);
-* the state contraction written ``(1 x N) @ (N x Dk)`` against ``(Dk x N) @ (N x 1)``;
+* the state contraction ``y = sum_n C h`` as ``(1 x N) @ (N x Dk)`` on the (N, Dk) state, against
+  ``(Dk x N) @ (N x 1)`` on a (Dk, N) state (the form this backend used before);
 * page faults and time of whole forward calls at the stage-0 shape (time tiles keep every
   temporary below glibc's mmap limit, so a steady-state call should fault almost no pages).
 
@@ -50,19 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     m = steps * batch * groups
     gen = torch.Generator().manual_seed(0)
     dt = torch.rand(steps, batch, groups, per_group, generator=gen) * 0.1
-    A = -torch.arange(1, n + 1, dtype=torch.float32).repeat(groups * per_group, 1).view(groups, per_group, n)
+    A = -torch.arange(1, n + 1, dtype=torch.float32).view(1, n, 1).expand(groups, n, per_group).contiguous()
     A_log2e = A * math.log2(math.e)
-    h = torch.randn(m, per_group, n, generator=gen)
+    h = torch.randn(m, n, per_group, generator=gen)  # (N, Dk) per (t, batch, k)
+    h_dn = h.transpose(1, 2).contiguous()  # the same states in the (Dk, N) layout
     C = torch.randn(m, n, generator=gen)
 
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; median us per block")
     print("| part | chosen | us | alternative | us | alternative / chosen |")
     print("|---|---|---|---|---|---|")
     rows = [
-        ("exponential", "exp2(dt * A log2e)", lambda: torch.mul(dt.unsqueeze(-1), A_log2e).exp2_(),
-         "exp(dt * A)", lambda: torch.mul(dt.unsqueeze(-1), A).exp_()),
-        ("state contraction", "bmm (1xN)(NxDk)", lambda: torch.bmm(C.view(m, 1, n), h.transpose(1, 2)),
-         "bmm (DkxN)(Nx1)", lambda: torch.bmm(h, C.view(m, n, 1))),
+        ("exponential", "exp2(dt * A log2e)", lambda: torch.mul(dt.unsqueeze(-2), A_log2e).exp2_(),
+         "exp(dt * A)", lambda: torch.mul(dt.unsqueeze(-2), A).exp_()),
+        ("state contraction", "bmm (1xN)(NxDk)", lambda: torch.bmm(C.view(m, 1, n), h),
+         "bmm (DkxN)(Nx1)", lambda: torch.bmm(h_dn, C.view(m, n, 1))),
     ]
     for part, chosen, fn_chosen, other, fn_other in rows:
         t_chosen, t_other = _median_us(fn_chosen), _median_us(fn_other)
