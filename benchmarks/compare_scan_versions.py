@@ -30,9 +30,15 @@ def load_version(path: Path, index: int):
         raise SystemExit(f"compare_scan_versions: {path}: no such file")
     name = f"_scan_version_{index}"
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"compare_scan_versions: {path}: not a Python (.py) file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # a syntax error, an import error: one line naming the file
+        problem = f"{type(exc).__name__}: {exc}"
+        raise SystemExit(f"compare_scan_versions: {path}: does not load ({problem})") from None
     if not hasattr(module, "selective_scan_torch"):
         raise SystemExit(f"compare_scan_versions: {path}: defines no selective_scan_torch")
     return module
