@@ -90,6 +90,18 @@ def kept_slices(label: np.ndarray, rule: str, margin: int) -> list[int]:
     raise ConversionError("--slices", f"{rule!r} is not one of {', '.join(SLICE_RULES)}")
 
 
+def _rasterised_roi(chosen, names, ct, log: ConversionLog) -> tuple[str, np.ndarray]:
+    """(ROI name, mask on the CT grid) of the first ROI of the chosen RTSTRUCT matching ``names``."""
+    roi_name, roi_number = find_roi(chosen.rtstruct, names, chosen.rtstruct_file)
+    contours = roi_contours(chosen.rtstruct, roi_number, chosen.rtstruct_file, log)
+    return roi_name, rasterise(contours, ct, chosen.rtstruct_file, log, roi_name)
+
+
+def _slices_with(mask: np.ndarray) -> int:
+    """Number of axial slices with at least one foreground voxel (the parity-report count)."""
+    return int(mask.reshape(mask.shape[0], -1).any(1).sum())
+
+
 def load_patient(patient_id: str, series, options: StsOptions, log: ConversionLog) -> PatientVolumes:
     """Everything for one patient on the CT grid, plus provenance for the manifest."""
     names = options.names()
@@ -105,33 +117,14 @@ def load_patient(patient_id: str, series, options: StsOptions, log: ConversionLo
     pet = read_volume(pet_stack, pet_where)
     suv = resample_onto(pet * suv_info.factor, ct)
 
-    roi_name, roi_number = find_roi(chosen.rtstruct, names, chosen.rtstruct_file)
-    label = rasterise(
-        roi_contours(chosen.rtstruct, roi_number, chosen.rtstruct_file, log),
-        ct,
-        chosen.rtstruct_file,
-        log,
-        roi_name,
-    )
-    counts = {
-        options.roi if not options.roi_names else "chosen": int(
-            label.reshape(label.shape[0], -1).any(1).sum()
-        )
-    }
+    roi_name, label = _rasterised_roi(chosen, names, ct, log)
+    counts = {options.roi if not options.roi_names else "chosen": _slices_with(label)}
     for other, aliases in ROI_ALIASES.items():  # the parity report counts every ROI choice
         if other == options.roi and not options.roi_names:
             continue
         if has_roi(chosen.rtstruct, aliases):
-            quiet = ConversionLog(quiet=True)
-            other_name, other_number = find_roi(chosen.rtstruct, aliases, chosen.rtstruct_file)
-            other_mask = rasterise(
-                roi_contours(chosen.rtstruct, other_number, chosen.rtstruct_file, quiet),
-                ct,
-                chosen.rtstruct_file,
-                quiet,
-                other_name,
-            )
-            counts[other] = int(other_mask.reshape(other_mask.shape[0], -1).any(1).sum())
+            _, other_mask = _rasterised_roi(chosen, aliases, ct, ConversionLog(quiet=True))
+            counts[other] = _slices_with(other_mask)
         else:
             counts[other] = counts[next(iter(counts))]  # Vallieres: no separate edema ROI -> the mass
             log.note(f"patient {patient_id}", f"no {other} ROI; the parity count uses the chosen ROI instead")

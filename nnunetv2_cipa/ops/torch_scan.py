@@ -18,9 +18,9 @@ Why it looks like this (measurements in ``docs/selective_scan_reference.md`` §3
 * **Tiles of time for everything of size L.** The sequence is cut into tiles of a few MB: the
   layout copies (in and out), softplus, ``dt * u`` and the output live per tile, so no
   full-length temporary is ever made. Full-length tensors above glibc's mmap limit (32 MB) are
-  fresh pages on every call: at the CIPA stage-0 shape they cost a quarter of the forward in
-  page faults before tiling (``benchmarks/selective_scan_parts.py`` counts them). The backward
-  recomputes a tile's inputs from the saved arguments instead of keeping full-length copies.
+  fresh pages on every call: before tiling, a stage-0 forward took about 7x the page faults it
+  takes now (``benchmarks/selective_scan_parts.py`` counts them and their system time). The
+  backward recomputes a tile's inputs from the saved arguments instead of full-length copies.
 * **Blocked inside tiles, with recomputation.** The big (L, batch, K, N, Dk) tensors of a naive
   implementation are 1.6 GB each at the CIPA stage-0 shape. Each tile is processed in blocks of
   a few MB: the forward keeps only the state at each block start (a checkpoint, like the CUDA
@@ -182,7 +182,7 @@ def _rows_to_time_major(rows: torch.Tensor, t0: int, t1: int, dtype: torch.dtype
     """rows[:, t0:t1] of a contiguous (R, L) tensor -> contiguous (t1 - t0, R) in ``dtype``.
 
     Rows of a page or more are copied ROW_BLOCK rows at a time: one strided copy walks down a
-    column across thousands of pages and thrashes the TLB (measured 2x slower, 2 threads).
+    column across thousands of pages and thrashes the TLB.
     """
     count = rows.shape[0]
     out = torch.empty((t1 - t0, count), dtype=dtype, device=rows.device)
@@ -269,8 +269,9 @@ def _workspace(plan: ScanPlan, p: _Problem, device: torch.device, names: tuple[s
     """Block-sized (T, Bt, K, N, Dk) buffers that every block of one call writes into.
 
     Why: a fresh 2 MB tensor per block lands on memory that is no longer in cache, and these
-    bandwidth-bound ops then pay for the cache misses of their writes (measured 3x slower per op
-    than on cached memory); reused buffers stay cached from one block to the next.
+    bandwidth-bound ops then pay for the cache misses of their writes; reused buffers stay cached
+    from one block to the next (``benchmarks/compare_scan_versions.py``, the commit that added
+    them against the one before: 0.97x the time, 1 thread).
     """
     shape = (plan.block_steps, p.batch, p.groups, p.n_state, p.per_group)
     return {name: torch.empty(shape, dtype=p.compute, device=device) for name in names}
@@ -296,7 +297,7 @@ def _block_states(
 
     ``A3_log2e`` is A * log2(e): exp2 of dt (A log2 e) is exp(dt A) with one rounding more in the
     argument, and PyTorch's CPU exp2 runs several times faster than its exp
-    (``benchmarks/selective_scan_parts.py``); the exponential was a fifth of the whole op.
+    (``benchmarks/selective_scan_parts.py``); the exponential is one of the heaviest block ops.
     """
     steps = dt.shape[0]
     a = torch.mul(dt.unsqueeze(-2), A3_log2e, out=_take(work, "a", steps)).exp2_()
