@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("nnunetv2_cipa.architectures.counting", "count parameters (and GFLOPs) of a CIPA preset"),
     "convert": ("nnunetv2_cipa.dataset_conversion.cli", "PCLT20K / TCIA STS / new cases -> nnU-Net raw"),
     "evaluate": ("nnunetv2_cipa.evaluation.cli", "paper + nnU-Net + lesion metrics, tables, overlays"),
+    "import-official": ("nnunetv2_cipa.trainers.official_import", "released CIPA.pth -> nnU-Net model"),
     "crossval-report": ("nnunetv2_cipa.evaluation.crossval", "five-fold validation -> metrics table"),
 }
 
