@@ -145,9 +145,10 @@ def _open_checkpoint(path: Path) -> object:
     except Exception as error:  # torch raises several types for damaged or unsafe files
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in first:
-            detail = next((ln.strip() for ln in str(error).splitlines() if "GLOBAL" in ln), first)
+            found = re.search(r"GLOBAL (\S+) was not an allowed global", str(error))
+            detail = f"pickled global {found[1]} is not allow-listed" if found else first[:120]
             raise OfficialCheckpointError(
-                f"{path}: holds objects other than tensors and plain values, refused ({detail[:160]})"
+                f"{path}: holds objects other than tensors and plain values, refused ({detail})"
             ) from None
         raise OfficialCheckpointError(f"{path}: corrupt or unreadable PyTorch file ({first[:160]})") from None
 
