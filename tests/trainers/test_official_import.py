@@ -119,7 +119,8 @@ def test_report_is_printed_and_stored_beside_the_checkpoint(imported):
         "official_shape": [96, 3, 4, 4],
         "our_shape": [96, 1, 4, 4],
     }
-    assert "backbone.cross_mamba.2.channel_weights.mlp.3.A_logs [192, 16] -> crm.2.mixer.ssm.A_logs [192, 16]" in text
+    line = "backbone.cross_mamba.2.channel_weights.mlp.3.A_logs [192, 16] -> crm.2.mixer.ssm.A_logs [192, 16]"
+    assert line in text.splitlines()
     assert "848 official tensors mapped 1:1" in imported["stdout"]
     assert "summed over its input channels" in imported["stdout"]
     assert "PET scale is not published" in imported["stderr"]
@@ -263,6 +264,7 @@ def test_stock_nnunetv2_predict_gives_the_official_probabilities(imported, pclt2
     data, _, _ = predictor.configuration_manager.preprocessor_class(verbose=False).run_case(
         files, None, predictor.plans_manager, predictor.configuration_manager, predictor.dataset_json
     )
+    predictor.network.eval()  # as nnU-Net's predict_logits_from_preprocessed_data does
     with torch.no_grad():
         ours = torch.sigmoid(predictor.network(torch.from_numpy(data[:, 0])[None]))[0, 0].double().numpy()
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5)

@@ -1,0 +1,148 @@
+"""Time ``import-official`` and a 512x512 ``nnUNetv2_predict`` on CPU beside the bare network forward.
+
+Usage (from the repository root):
+
+    .venv/bin/python benchmarks/official_predict.py                    # stand-in checkpoint
+    .venv/bin/python benchmarks/official_predict.py --checkpoint CIPA.pth   # the released file
+
+In one run, in temporary nnU-Net folders: (1) without ``--checkpoint``, a stand-in with the release's
+names, shapes and dtypes is written from our freshly initialised paper network (the values do not matter
+for timing); (2) ``nnunetv2_cipa import-official`` is timed as a command (interpreter start included);
+(3) a two-slice PCLT20K-style tree of 512x512 PNGs is converted with ``nnunetv2_cipa convert pclt20k``;
+(4) ``nnUNetv2_predict -device cpu --disable_tta`` on its one test slice is timed as a command;
+(5) ``benchmarks/network.py --skip-backward`` gives the bare forward of the same network. The difference
+(4) - (5) is the predictor's overhead (start-up, network build, checkpoint load, preprocessing, export).
+Timings on a shared machine are noisy: the load average is printed next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage.io import imsave
+
+from nnunetv2_cipa.architectures import build_cipa
+from nnunetv2_cipa.architectures.official import PATCH_EMBED_KEY, official_tensors, official_to_ours
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DATASET_ID = 990
+
+
+def write_stand_in(path: Path) -> None:
+    """The release's layout filled from our initial weights (patch kernel spread over 3 channels)."""
+    torch.manual_seed(0)
+    ours = build_cipa("paper", num_classes=1).state_dict()
+    state = {}
+    for tensor in official_tensors():
+        value = ours[official_to_ours(tensor.name)]
+        if official_to_ours(tensor.name) == PATCH_EMBED_KEY:
+            value = value.repeat(1, 3, 1, 1) / 3
+        state[tensor.name] = value.clone()
+    torch.save({"model": state}, path)
+
+
+def write_pclt20k_tree(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:512, :512]
+    for name in ("0001_1", "0002_1"):
+        folder = root / name.split("_")[0]
+        folder.mkdir(parents=True)
+        ct = np.clip(120 + 80 * np.sin(xx / 37.0) + rng.normal(0, 25, (512, 512)), 0, 255).astype(np.uint8)
+        pet = np.clip(250 * np.exp(-((xx - 300) ** 2 + (yy - 220) ** 2) / 900.0), 0, 255).astype(np.uint8)
+        mask = np.zeros((512, 512), np.uint8)
+        mask[205:235, 285:315] = 255
+        for kind, array in (("CT", ct), ("PET", pet), ("mask", mask)):
+            imsave(folder / f"{name}_{kind}.png", array, check_contrast=False)
+    (root / "train.txt").write_text("0001_1\n")
+    (root / "test.txt").write_text("0002_1\n")
+    return root
+
+
+def timed(command: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    run = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if run.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="the released CIPA.pth (default: stand-in)"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for every step (default 2)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="cipa_official_bench_") as tmp:
+        tmp = Path(tmp)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+        for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+            (tmp / name).mkdir()
+            env[name] = str(tmp / name)
+        env.update(
+            {"OMP_NUM_THREADS": str(args.threads), "nnUNet_def_n_proc": "1", "nnUNet_compile": "false"}
+        )
+        checkpoint = args.checkpoint
+        if checkpoint is None:
+            checkpoint = tmp / "stand_in_CIPA.pth"
+            write_stand_in(checkpoint)
+        t_import = timed(
+            [str(BIN / "nnunetv2_cipa"), "import-official", str(checkpoint), "--dataset-id", str(DATASET_ID)],
+            env,
+        )
+        tree = write_pclt20k_tree(tmp / "PCLT20K")
+        timed(
+            [str(BIN / "nnunetv2_cipa"), "convert", "pclt20k", str(tree), "--dataset-id", "501", "--quiet"],
+            env,
+        )
+        images = tmp / "nnUNet_raw" / "Dataset501_PCLT20K" / "imagesTs"
+        predict = [
+            str(BIN / "nnUNetv2_predict"),
+            "-i",
+            str(images),
+            "-o",
+            str(tmp / "pred"),
+            "-d",
+            str(DATASET_ID),
+        ]
+        predict += ["-c", "2d", "-f", "all", "-tr", "nnUNetTrainerCIPA", "-device", "cpu", "--disable_tta"]
+        predict += ["-npp", "1", "-nps", "1"]
+        t_predict = timed(predict, env)
+        rows_file = tmp / "network.json"
+        network = [
+            sys.executable,
+            str(ROOT / "benchmarks" / "network.py"),
+            "--device",
+            "cpu",
+            "--skip-backward",
+        ]
+        network += ["--repeats", "1", "--threads", str(args.threads), "--json", str(rows_file)]
+        timed(network, env)
+        forward = json.loads(rows_file.read_text())["rows"][0]["seconds"]
+    load = os.getloadavg()
+    print(
+        f"threads {args.threads}, torch {torch.__version__}, load average {load[0]:.2f} {load[1]:.2f} "
+        "(shared machine: timings are noisy)"
+    )
+    print("| step | seconds |\n|---|---|")
+    source = "released file" if args.checkpoint else "stand-in"
+    print(f"| import-official ({source}), command | {t_import:.1f} |")
+    print(f"| nnUNetv2_predict, one 512x512 slice, no TTA, command | {t_predict:.1f} |")
+    print(f"| network forward (benchmarks/network.py, same run) | {forward:.1f} |")
+    print(f"| predictor overhead (predict - forward) | {t_predict - forward:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
