@@ -266,7 +266,8 @@ class MappingReport:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def parameters(self) -> int:
+    def values(self) -> int:
+        """Numbers copied from the release (parameters and BatchNorm statistics)."""
         return sum(int(torch.Size(shape).numel()) for _, _, shape, _ in self.rows)
 
 

@@ -25,6 +25,8 @@ from nnunetv2_cipa.architectures.official import OfficialCheckpointError, read_o
 
 from .official_model import (
     DEFAULT_SPACING_MM,
+    IMPORT_KEY,
+    REPORT_NAME,
     OfficialModel,
     build_official_model,
     input_windows,
@@ -61,13 +63,13 @@ def _check_id_is_free(dataset_id: int, dataset_name: str, results: Path) -> None
 
 def report(model: OfficialModel, official_path: Path, seconds: float) -> tuple[str, dict]:
     """The mapping report: a readable text (printed in part, stored in full) and the same as JSON."""
-    info = model.checkpoint["cipa_official_import"]
-    source = model.dataset_json["cipa_official_import"]
+    info = model.checkpoint[IMPORT_KEY]
+    source = model.dataset_json[IMPORT_KEY]
     mapping = model.mapping
     summary = [
         f"official checkpoint {official_path} (sha256 {info['sha256']})",
         f"  {len(mapping.rows)} official tensors mapped 1:1 onto nnUNetTrainerCIPA's network "
-        f"({mapping.parameters:,} values), loaded strictly",
+        f"({mapping.values:,} values incl. BatchNorm statistics), loaded strictly",
         *[f"  note: {n}" for n in mapping.notes],
         f"  ignored entries of the file: {', '.join(info['other_entries']) or 'none'}",
         f"  input: channel 0 CT window {source['ct_window_hu']} HU, channel 1 PET window "
@@ -91,7 +93,7 @@ def report(model: OfficialModel, official_path: Path, seconds: float) -> tuple[s
         "checkpoint": str(official_path),
         "sha256": info["sha256"],
         "tensors_mapped": len(mapping.rows),
-        "values_mapped": mapping.parameters,
+        "values_mapped": mapping.values,
         "mapping": [
             {"official": o, "ours": t, "official_shape": list(so), "our_shape": list(st)}
             for o, t, so, st in mapping.rows
@@ -167,6 +169,6 @@ def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa import-offici
         f"WARNING: the release's PET scale is not published. {pet_assumption(args.pet_suv_max)}",
         file=sys.stderr,
     )
-    print(f"wrote {target} (full mapping in fold_all/official_import_report.txt)")
+    print(f"wrote {target} (full mapping in fold_all/{REPORT_NAME}.txt)")
     print(f"next: nnUNetv2_predict -i IN -o OUT -d {args.dataset_id} -c 2d -f all -tr nnUNetTrainerCIPA")
     return 0

@@ -15,8 +15,9 @@ How the official behaviour (github mj129/CIPA ``pred.py``, ``utils/PCLT_dataset.
   window [lo, hi] linearly onto [-1.6, 1.6], so CT [-1200, -200] HU and PET [0, 1] (or [0, S]) give
   exactly the official input. For a PET in SUV (DICOM, ``convert case``) the PNG scale of the release is
   not published: [0, S] SUV is an assumption, recorded in ``dataset.json`` and the report.
-* **Channel order.** The official dataset tensor is (PET, CT); ours is channel 0 = CT, 1 = PET, and
-  the network picks each modality by index (``ct_channel``/``pet_channel`` in the plans), so nothing
+* **Channel order.** The official dataset tensor is (PET, CT) and the network is called as
+  ``model(ct, pet)`` (``train_utils/train_and_eval.py``, ``pred.py``); ours is channel 0 = CT, 1 = PET,
+  and our network picks each modality by index (``ct_channel``/``pet_channel`` in the plans), so nothing
   is reordered.
 * **Output.** One logit, sigmoid, lesion where the probability exceeds 0.5: a region label. nnU-Net 2.8
   treats a label as a region only when it lists more than one value, so the region {1} is written
@@ -30,6 +31,7 @@ How the official behaviour (github mj129/CIPA ``pred.py``, ``utils/PCLT_dataset.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -198,7 +200,7 @@ def build_official_model(
     official: OfficialCheckpoint, dataset_name: str, pet_suv_max: float | None, spacing_mm: float
 ) -> OfficialModel:
     """Plans + network from the trainer's entry points, the release mapped onto it and loaded strictly."""
-    source = {"checkpoint": str(official.path), "sha256": official.sha256}
+    source = {"checkpoint": str(official.path.resolve()), "sha256": official.sha256}
     dataset_json = official_dataset_json(pet_suv_max, source)
     plans = official_plans(dataset_name, pet_suv_max, spacing_mm)
     plans_manager = PlansManager(plans)
@@ -243,8 +245,6 @@ def write_model_folder(
     model: OfficialModel, target: Path, report_text: str, report_json: dict, overwrite: bool = False
 ) -> Path:
     """Write the folder under a temporary name beside ``target``, then rename it into place."""
-    import json
-
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists (pass --overwrite to replace it)")
     created_parent = not target.parent.exists()
