@@ -25,13 +25,16 @@ from nnunetv2_cipa.dataset_conversion.pclt20k import PcltOptions
 from skimage.io import imsave
 
 from nnunetv2_cipa.architectures import build_cipa
+from nnunetv2_cipa.architectures.official import MappingReport
 from nnunetv2_cipa.trainers import official_import
 from nnunetv2_cipa.trainers.cipa_trainer import CIPA_PLANS_KEY
 from nnunetv2_cipa.trainers.official_model import (
     DEFAULT_SPACING_MM,
     LABELS,
+    OfficialModel,
     official_dataset_json,
     official_plans,
+    write_model_folder,
 )
 from nnunetv2_cipa.trainers.variants import nnUNetTrainerCIPA
 
@@ -222,6 +225,28 @@ def test_refuses_an_existing_folder_and_a_dataset_id_of_another_dataset(
         [str(official_file), "--dataset-id", "992", "--results-dir", str(tmp_path / "results")]
     )
     assert code == 2 and "dataset id 992 is already used by" in err and not (tmp_path / "results").exists()
+
+
+def test_model_folder_is_staged_and_a_failed_write_leaves_the_previous_state(tmp_path):
+    def model(checkpoint: dict) -> OfficialModel:
+        return OfficialModel({}, {}, {}, checkpoint, MappingReport())
+
+    unpicklable = model({"network_weights": lambda: None})
+    target = tmp_path / "results" / "Dataset001_X" / "nnUNetTrainerCIPA__nnUNetPlans__2d"
+    with pytest.raises(Exception):  # noqa: B017 - whatever torch.save raises for a lambda
+        write_model_folder(unpicklable, target, "report", {})
+    assert not (tmp_path / "results" / "Dataset001_X").exists()
+    target.mkdir(parents=True)
+    (target / "previous").write_text("kept")
+    with pytest.raises(Exception):  # noqa: B017
+        write_model_folder(unpicklable, target, "report", {}, overwrite=True)
+    assert (target / "previous").read_text() == "kept"
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
+    with pytest.raises(FileExistsError):
+        write_model_folder(model({}), target, "report", {})
+    write_model_folder(model({"current_epoch": 0}), target, "report", {}, overwrite=True)
+    assert not (target / "previous").exists() and (target / "fold_all" / "checkpoint_final.pth").is_file()
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
 
 
 def test_checkpoint_is_accepted_by_nnunets_pretrained_weights_loader(imported):
