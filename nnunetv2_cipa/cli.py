@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("nnunetv2_cipa.dataset_conversion.cli", "PCLT20K / TCIA STS / new cases -> nnU-Net raw"),
     "evaluate": ("nnunetv2_cipa.evaluation.cli", "paper + nnU-Net + lesion metrics, tables, overlays"),
     "crossval-report": ("nnunetv2_cipa.evaluation.crossval", "five-fold validation -> metrics table"),
+    "quantify": ("nnunetv2_cipa.evaluation.quantify", "lesion SUVmax/SUVpeak/MTV/TLG, FPV/FNV, agreement"),
 }
 
 
