@@ -88,7 +88,9 @@ def measure_components(
     sz, sy, sx = (float(s) for s in spacing_zyx)
     voxel_ml = sz * sy * sx / 1000.0
     kernel = sphere_kernel((sz, sy, sx)) if pet is not None and not is_slice else None
-    out = []
+    out: list[LesionMeasure] = []
+    if n == 0:
+        return out
     for k, box in enumerate(ndimage.find_objects(labels, max_label=n), start=1):
         if box is None:
             continue

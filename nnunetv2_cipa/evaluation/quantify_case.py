@@ -16,7 +16,7 @@ import numpy as np
 from nnunetv2_cipa.evaluation.cases import EvaluationInputError, read_volume
 from nnunetv2_cipa.evaluation.geometry import Grid, grid_difference, index_to_patient, read_grid
 from nnunetv2_cipa.evaluation.lesions import LesionCounts, label_components, match_components
-from nnunetv2_cipa.evaluation.pet_metrics import LesionMeasure, measure_components
+from nnunetv2_cipa.evaluation.pet_metrics import LesionMeasure, measure_components, sphere_kernel
 
 
 @dataclass(frozen=True)
@@ -61,13 +61,15 @@ class CaseQuant:
         return None if self.counts is None else self.counts.fn_voxels * self.voxel_ml
 
 
-def distinct_values(array: np.ndarray) -> np.ndarray:
-    """Sorted distinct values; bincount for small non-negative integers (a 50M-voxel mask in ~0.1 s)."""
-    if np.issubdtype(array.dtype, np.integer) and array.size:
-        lo, hi = int(array.min()), int(array.max())
-        if lo >= 0 and hi < 1 << 16:
-            return np.flatnonzero(np.bincount(array.ravel(), minlength=hi + 1))
-    return np.unique(array)
+def nonzero_values(array: np.ndarray) -> np.ndarray:
+    """Sorted distinct non-zero values. A {0, 1} mask is settled by its min and max (fast on 50M voxels);
+    otherwise only the foreground voxels are sorted."""
+    if array.size == 0:
+        return np.array([], dtype=array.dtype)
+    lo, hi = array.min(), array.max()
+    if lo >= 0 and hi <= 1:
+        return np.array([1], dtype=array.dtype) if hi == 1 else np.array([], dtype=array.dtype)
+    return np.unique(array[array != 0])
 
 
 def lesion_mask(path: Path, array: np.ndarray, labels: tuple[int, ...] | None) -> np.ndarray:
@@ -79,8 +81,7 @@ def lesion_mask(path: Path, array: np.ndarray, labels: tuple[int, ...] | None) -
             raise EvaluationInputError(f"{path}: has non-integer values; not a segmentation (probabilities?)")
     if labels:
         return np.isin(array, labels)
-    values = distinct_values(array)
-    nonzero = values[values != 0]
+    nonzero = nonzero_values(array)
     if nonzero.size > 1:
         shown = ", ".join(f"{v:g}" for v in nonzero[:6]) + (" ..." if nonzero.size > 6 else "")
         raise EvaluationInputError(
@@ -89,20 +90,34 @@ def lesion_mask(path: Path, array: np.ndarray, labels: tuple[int, ...] | None) -
     return array != 0
 
 
-def _slice_patient_point(grid: Grid, z_mm: float | None):
+def _patient_point(grid: Grid, offset: np.ndarray, z_mm: float | None):
+    """Map a (z, y, x) index of the analysed region (which starts at ``offset``) to patient mm."""
+
     def to_patient(index_zyx: np.ndarray) -> tuple[float | None, float | None, float | None]:
-        x, y = index_to_patient(grid, index_zyx[1:])
-        return float(x), float(y), z_mm
-
-    return to_patient
-
-
-def _volume_patient_point(grid: Grid):
-    def to_patient(index_zyx: np.ndarray) -> tuple[float | None, float | None, float | None]:
-        x, y, z = index_to_patient(grid, index_zyx)
+        index = np.asarray(index_zyx, dtype=np.float64) + offset
+        if grid.dimension == 2:
+            x, y = index_to_patient(grid, index[1:])
+            return float(x), float(y), z_mm
+        x, y, z = index_to_patient(grid, index)
         return float(x), float(y), float(z)
 
     return to_patient
+
+
+def analysis_region(foreground: np.ndarray, margins: tuple[int, ...]) -> tuple[slice, ...]:
+    """Bounding box of the foreground widened by ``margins`` voxels per axis (clipped to the image).
+
+    Labelling, measuring and matching inside it give what they give on the whole image: the components
+    are the same, and SUVpeak's sphere around a lesion voxel never reaches past the margin (its half
+    size) except where the region stops at the image border anyway.
+    """
+    region = []
+    for axis, (n, m) in enumerate(zip(foreground.shape, margins, strict=True)):
+        others = tuple(a for a in range(foreground.ndim) if a != axis)
+        hit = np.flatnonzero(foreground.any(axis=others))
+        lo, hi = (int(hit[0]), int(hit[-1]) + 1) if hit.size else (0, 0)
+        region.append(slice(max(0, lo - m), min(n, hi + m)))
+    return tuple(region)
 
 
 def _read_seg(path: Path, pet_grid: Grid, case: str, labels: tuple[int, ...] | None) -> np.ndarray:
@@ -133,32 +148,46 @@ def quantify_case(job: CaseJob, options: QuantifyOptions) -> CaseQuant:
             )
         sx, sy = pet_grid.spacing
         spacing = (float(job.slice_thickness_mm), sy, sx)
-        to_patient = _slice_patient_point(pet_grid, job.slice_z_mm)
+        margins = (0, 0, 0)
     else:
         sx, sy, sz = pet_grid.spacing
         spacing = (sz, sy, sx)
-        to_patient = _volume_patient_point(pet_grid)
+        margins = tuple(k // 2 for k in sphere_kernel(spacing).shape)
+    region = analysis_region(pred if gt is None else pred | gt, margins)
+    to_patient = _patient_point(pet_grid, np.array([r.start for r in region]), job.slice_z_mm)
     pet = None
     if options.with_suv:
         pet = read_volume(job.pet_file).array
         if np.issubdtype(pet.dtype, np.floating) and not np.all(np.isfinite(pet)):
             raise EvaluationInputError(f"{job.pet_file}: PET contains NaN or Inf")
+        pet = pet[region]
+    pred = pred[region]
     pred_labels, n_pred = label_components(pred[0] if is_slice else pred, options.connectivity)
     pred_labels = pred_labels.reshape(pred.shape)
     record = CaseQuant(
         case=job.case,
         is_slice=is_slice,
-        shape=tuple(pred.shape[1:] if is_slice else pred.shape),
+        shape=tuple(pet_grid.size[::-1]),
         spacing_mm=spacing,
         voxel_ml=spacing[0] * spacing[1] * spacing[2] / 1000.0,
         pred=measure_components(pred_labels, n_pred, pet, spacing, to_patient, is_slice),
     )
     if gt is None:
         return record
+    gt = gt[region]
     gt_labels, n_gt = label_components(gt[0] if is_slice else gt, options.connectivity)
     gt_labels = gt_labels.reshape(gt.shape)
     record.ref = measure_components(gt_labels, n_gt, pet, spacing, to_patient, is_slice)
-    match = match_components(pred_labels, n_pred, gt_labels, n_gt, options.min_overlap_px, options.min_iou)
+    match = match_components(
+        pred_labels,
+        n_pred,
+        gt_labels,
+        n_gt,
+        options.min_overlap_px,
+        options.min_iou,
+        pred_sizes=np.array([m.voxels for m in record.pred], dtype=np.int64),
+        gt_sizes=np.array([m.voxels for m in record.ref], dtype=np.int64),
+    )
     for p, g, _ in match.pairs.tolist():
         record.pred_partners.setdefault(p, []).append(g)
         record.ref_partners.setdefault(g, []).append(p)

@@ -27,6 +27,7 @@ BOXES = {
     ),
     "C_003": ([np.s_[4:6, 5:8, 5:8]], []),  # empty prediction: 18 voxels missed
     "D_004": ([], [np.s_[3:5, 2:4, 2:4]]),  # empty reference: 8 false-positive voxels
+    "E_005": ([], []),  # nothing anywhere
 }
 DATASET_JSON = {
     "channel_names": {"0": "zscore", "1": "zscore"},
@@ -85,7 +86,7 @@ def test_quantify_with_reference_hand_values(tmp_path, capsys):
 
     patients = {row["patient"]: row for row in read_csv(out / "patients.csv")}
     assert set(patients) == set(BOXES)  # 3D volumes are their own patients
-    mtv = {"A_001": (48, 48), "B_002": (52, 66), "C_003": (0, 18), "D_004": (8, 0)}
+    mtv = {"A_001": (48, 48), "B_002": (52, 66), "C_003": (0, 18), "D_004": (8, 0), "E_005": (0, 0)}
     for case, (pred_vox, ref_vox) in mtv.items():
         row = patients[case]
         assert float(row["mtv_ml"]) == pytest.approx(pred_vox * VOXEL_ML, rel=1e-9, abs=1e-12)
@@ -96,9 +97,9 @@ def test_quantify_with_reference_hand_values(tmp_path, capsys):
     assert float(patients["B_002"]["fpv_ml"]) == pytest.approx(4 * VOXEL_ML)
     assert float(patients["B_002"]["fnv_ml"]) == pytest.approx(18 * VOXEL_ML)
 
-    diffs = np.array([0, 52 - 66, 0 - 18, 8 - 0]) * VOXEL_ML
+    diffs = np.array([0, 52 - 66, 0 - 18, 8 - 0, 0]) * VOXEL_ML
     mtv_stats = result["agreement"]["MTV"]
-    assert mtv_stats["n"] == 4 and mtv_stats["mean_bias"] == pytest.approx(diffs.mean())
+    assert mtv_stats["n"] == 5 and mtv_stats["mean_bias"] == pytest.approx(diffs.mean())
     assert mtv_stats["loa_high"] == pytest.approx(diffs.mean() + 1.96 * diffs.std(ddof=1))
     assert result["agreement"]["TLG"]["mean_bias"] == pytest.approx(6 * diffs.mean())
 
