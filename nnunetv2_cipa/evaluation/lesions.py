@@ -114,8 +114,10 @@ def match_components(
         raise ValueError("min_overlap_px must be >= 1")
     pred_sizes = component_sizes(pred_labels, n_pred) if pred_sizes is None else np.asarray(pred_sizes)
     gt_sizes = component_sizes(gt_labels, n_gt) if gt_sizes is None else np.asarray(gt_sizes)
-    both = (pred_labels > 0) & (gt_labels > 0)
-    codes = pred_labels[both].astype(np.int64) * (n_gt + 1) + gt_labels[both]
+    in_gt = np.flatnonzero(gt_labels)  # one pass over the image; the gathers touch lesion voxels only
+    pred_in_gt = pred_labels.ravel()[in_gt]
+    shared_voxels = pred_in_gt > 0
+    codes = pred_in_gt[shared_voxels].astype(np.int64) * (n_gt + 1) + gt_labels.ravel()[in_gt[shared_voxels]]
     uniq, shared = np.unique(codes, return_counts=True)
     pairs = np.stack([uniq // (n_gt + 1), uniq % (n_gt + 1), shared], axis=1).astype(np.int64)
     pairs = pairs.reshape(-1, 3)

@@ -331,7 +331,9 @@ def test_convert_sts_two_dimensional_with_test_patient_and_grouped_splits(tmp_pa
     np.testing.assert_allclose(suv[4, 4], factor * raw[2, 2], rtol=2e-3)  # CT centre on a PET centre
     manifest = json.loads((target / "conversion_manifest.json").read_text())
     assert manifest["cases"]["P1_s003"]["suv_factor"] == pytest.approx(factor, rel=1e-9)
+    assert manifest["cases"]["P1_s003"]["slice_spacing_mm"] == pytest.approx(3.0)  # for slab volumes
     assert manifest["parameters"]["roi"] == "mass"
+    assert json.loads((target / "dataset.json").read_text())["cipa_conversion"]["pet_unit"] == "SUVbw"
 
 
 def test_convert_sts_three_dimensional_margin_and_overrides_via_cli(tmp_path, nnunet_dirs, capsys):
