@@ -108,14 +108,11 @@ def build_rtstruct(
         series_description=f"{algorithm.name} contours"[:64],
         series_date=now.date(),
         series_time=now.time(),
-        content_date=now.date(),
-        content_time=now.time(),
         specific_character_set=getattr(first, "SpecificCharacterSet", None),
     )
-    for key in ("ContentDate", "ContentTime"):  # General Image attributes; not part of the RTSTRUCT IOD
-        if key in ds:
-            del ds[key]
     ds.OperatorsName = ""
+    ds.FrameOfReferenceUID = first.FrameOfReferenceUID  # Frame of Reference module (current PS3.3)
+    ds.PositionReferenceIndicator = getattr(first, "PositionReferenceIndicator", "")
     ds.StructureSetLabel = structure_set_label[:16]
     ds.StructureSetDate = now.strftime("%Y%m%d")
     ds.StructureSetTime = now.strftime("%H%M%S")

@@ -6,6 +6,7 @@ import numpy as np
 import SimpleITK as sitk
 from nnunetv2_cipa.dataset_conversion.errors import ConversionLog
 from nnunetv2_cipa.dataset_conversion.rtstruct import rasterise
+
 from nnunetv2_cipa.dicom_export.contours import slice_polygons
 
 
