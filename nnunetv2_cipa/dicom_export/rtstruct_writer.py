@@ -82,7 +82,7 @@ def build_rtstruct(
     structure_set_label: str = "nnU-Net",
 ) -> Dataset:
     """RTSTRUCT with one ROI per ``(name, (z, y, x) bool mask)``, referencing every CT image of the case."""
-    first = ct.headers[0]
+    first = ct.reference_header
     now = datetime.now()
     ds = hd.SOPClass(
         study_instance_uid=first.StudyInstanceUID,
@@ -96,15 +96,15 @@ def build_rtstruct(
         manufacturer_model_name=algorithm.name,
         software_versions=algorithm.software_versions,
         transfer_syntax_uid=ExplicitVRLittleEndian,
-        patient_id=getattr(first, "PatientID", None),
-        patient_name=getattr(first, "PatientName", None),
-        patient_birth_date=getattr(first, "PatientBirthDate", None) or None,
-        patient_sex=getattr(first, "PatientSex", None) or None,
-        accession_number=getattr(first, "AccessionNumber", None),
-        study_id=getattr(first, "StudyID", None),
-        study_date=getattr(first, "StudyDate", None) or None,
-        study_time=getattr(first, "StudyTime", None) or None,
-        referring_physician_name=getattr(first, "ReferringPhysicianName", None),
+        patient_id=first.PatientID,
+        patient_name=first.PatientName,
+        patient_birth_date=first.PatientBirthDate or None,
+        patient_sex=first.PatientSex or None,
+        accession_number=first.AccessionNumber,
+        study_id=first.StudyID,
+        study_date=first.StudyDate or None,
+        study_time=first.StudyTime or None,
+        referring_physician_name=first.ReferringPhysicianName,
         series_description=f"{algorithm.name} contours"[:64],
         series_date=now.date(),
         series_time=now.time(),

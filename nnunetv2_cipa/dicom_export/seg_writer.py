@@ -51,7 +51,7 @@ def build_seg(ct: SourceCT, masks: Sequence[tuple[str, np.ndarray]], algorithm: 
         description.SegmentDescription = f"{name} predicted by {algorithm.name}"[:64]
         descriptions.append(description)
     return hd.seg.Segmentation(
-        source_images=list(ct.headers),
+        source_images=[ct.reference_header, *ct.headers[1:]],
         pixel_array=label_map,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,

@@ -12,6 +12,7 @@ each CT image's own ImagePositionPatient, so non-uniformly spaced series stay ex
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,20 @@ from pydicom.dataset import Dataset
 from nnunetv2_cipa.dataset_conversion.dicom_index import index_folder
 from nnunetv2_cipa.dataset_conversion.dicom_series import SliceStack, order_slices
 from nnunetv2_cipa.dataset_conversion.errors import ConversionError, ConversionLog
+
+# Type 2 attributes of the Patient and General Study modules that a derived object repeats
+PATIENT_STUDY_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+PATIENT_SEX_VALUES = ("M", "F", "O", "")
 
 
 @dataclass
@@ -44,6 +59,7 @@ class SourceCT:
     pixel_spacing: tuple[float, float]  # (between rows, between columns) mm, as PixelSpacing
     grid: CaseGrid
     series_nonuniformity_mm: float
+    reference_header: Dataset  # copy of headers[0] whose patient/study attributes the objects repeat
 
     @property
     def sop_instance_uids(self) -> list[str]:
@@ -103,6 +119,23 @@ def _check_identity(headers: list[Dataset], record: dict, ct_dir: Path) -> None:
             )
 
 
+def _reference_header(first: Dataset, ct_dir: Path, log: ConversionLog) -> Dataset:
+    """A copy of the first header with absent type 2 patient/study attributes present and empty.
+
+    Anonymised series often lack them; the derived objects must still carry them (empty is the
+    DICOM way of saying unknown). A PatientSex outside M/F/O is written empty, with a warning.
+    """
+    header = copy.deepcopy(first)
+    for key in PATIENT_STUDY_TYPE2:
+        if key not in header or header[key].value is None:
+            setattr(header, key, "")
+    sex = str(header.PatientSex or "")
+    if sex not in PATIENT_SEX_VALUES:
+        log.warn(ct_dir, f"PatientSex {sex!r} is not M, F or O; written empty in the exported objects")
+        header.PatientSex = ""
+    return header
+
+
 def load_source_ct(ct_dir: Path, record: dict, log: ConversionLog) -> SourceCT:
     """The case's CT images from ``ct_dir`` (searched recursively), verified against ``record``."""
     info = _find_series(Path(ct_dir), str(record["series"]["SeriesInstanceUID"]), log)
@@ -128,4 +161,5 @@ def load_source_ct(ct_dir: Path, record: dict, log: ConversionLog) -> SourceCT:
         pixel_spacing=(stack.spacing_xy[1], stack.spacing_xy[0]),
         grid=grid,
         series_nonuniformity_mm=stack.nonuniformity_mm,
+        reference_header=_reference_header(headers[0], Path(ct_dir), log),
     )

@@ -44,6 +44,7 @@ def write_series(
     patient: str = "P1",
     shape=(NY, NX),
     pixel=(ROW_MM, COL_MM),
+    edit=None,
 ) -> str:
     """One file per slice (names unrelated to position), int16 pixels; returns the SeriesInstanceUID."""
     series = generate_uid()
@@ -85,13 +86,15 @@ def write_series(
             rp.RadiopharmaceuticalStartTime = "100000"
             rp.RadionuclideTotalDose, rp.RadionuclideHalfLife = 3.7e8, 6588.0
             ds.RadiopharmaceuticalInformationSequence = Sequence([rp])
+        if edit:
+            edit(ds)
         ds.save_as(folder / f"{(k * 7919) % 1000:04d}.dcm", enforce_file_format=True)
     return series
 
 
-def make_study(root: Path, z_positions=NONUNIFORM_Z) -> dict:
+def make_study(root: Path, z_positions=NONUNIFORM_Z, ct_edit=None) -> dict:
     study, frame = generate_uid(), generate_uid()
-    ct = write_series(root / "ct", "CT", z_positions, study, frame)
+    ct = write_series(root / "ct", "CT", z_positions, study, frame, edit=ct_edit)
     write_series(root / "pet", "PT", z_positions, study, frame, shape=(NY // 2, NX // 2), pixel=(1.8, 1.4))
     return {"study": study, "frame": frame, "ct": ct, "ct_dir": root / "ct", "pet_dir": root / "pet"}
 
@@ -235,6 +238,24 @@ def test_two_dimensional_case_of_one_ct_slice(tmp_path):
     labels = seg.get_pixels_by_source_instance([stack.sop_instance_uids[2]], combine_segments=True)
     np.testing.assert_array_equal(labels[0], plane)
     assert seg.SegmentSequence[0].SegmentLabel == "GTV"
+
+
+def test_anonymised_ct_without_type2_attributes(tmp_path, capsys):
+    def anonymise(ds):
+        del ds.PatientBirthDate, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName
+        ds.PatientSex = "U"
+
+    study = make_study(tmp_path, ct_edit=anonymise)
+    images = convert(tmp_path, study)
+    write_prediction(tmp_path / "pred", images, "case1", predicted_mask(len(NONUNIFORM_Z)))
+    argv = ["export-dicom", "--pred", str(tmp_path / "pred"), "--images", str(images)]
+    argv += ["--ct-dicom", str(study["ct_dir"]), "--out", str(tmp_path / "out"), "--trainer", "T"]
+    assert cipa_main(argv) == 0
+    assert "PatientSex 'U' is not M, F or O" in capsys.readouterr().err
+    for path in (tmp_path / "out").iterdir():
+        ds = pydicom.dcmread(path)
+        assert ds.PatientSex == "" and ds.PatientBirthDate == "" and ds.PatientID == "P1"
+        assert dciodvfy_errors(path) == [], path.name
 
 
 def _other_ct(tmp_path, study):
