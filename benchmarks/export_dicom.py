@@ -54,6 +54,7 @@ def write_ct(folder: Path, n_slices: int, size: int) -> None:
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.ImagePositionPatient = [-size * PIXEL_MM / 2, -size * PIXEL_MM / 2, k * SLICE_MM]
         ds.PixelSpacing = [PIXEL_MM, PIXEL_MM]
+        ds.SliceThickness = SLICE_MM
         ds.Rows = ds.Columns = size
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1

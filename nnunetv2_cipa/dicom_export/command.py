@@ -36,6 +36,10 @@ from .source_ct import load_source_ct
 FORMATS = ("rtstruct", "seg", "both")
 
 
+class ExportFailure(Exception):
+    """The inputs passed every check, but an object could not be built or written (exit status 1)."""
+
+
 def build_parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].split(": ", 1)[-1])
     p.add_argument("--pred", type=Path, required=True, help="nnUNetv2_predict output folder")
@@ -121,10 +125,14 @@ def prepare_case(
         log.warn(mask_path, "prediction is empty; no DICOM written for this case", case=case_id)
         return None
     objects = []
-    if args.format in ("rtstruct", "both"):
-        objects.append((args.out / f"{case_id}.rtstruct.dcm", build_rtstruct(ct, masks, algorithm)))
-    if args.format in ("seg", "both"):
-        objects.append((args.out / f"{case_id}.seg.dcm", build_seg(ct, masks, algorithm)))
+    try:
+        if args.format in ("rtstruct", "both"):
+            objects.append((args.out / f"{case_id}.rtstruct.dcm", build_rtstruct(ct, masks, algorithm)))
+        if args.format in ("seg", "both"):
+            objects.append((args.out / f"{case_id}.seg.dcm", build_seg(ct, masks, algorithm)))
+    except (AttributeError, TypeError, ValueError) as exc:  # highdicom's checks of the CT headers
+        problem = f"case {case_id}: cannot build the DICOM objects from these CT headers ({exc})"
+        raise ExportFailure(problem) from exc
     slices = int(np.any(label_map > 0, axis=(1, 2)).sum())
     summary = f"{case_id}: {len(masks)} label(s) on {slices} of {label_map.shape[0]} CT slices"
     return CaseExport(case_id, objects, summary)
@@ -172,6 +180,9 @@ def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa export-dicom"
     except ConversionError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except ExportFailure as exc:
+        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"{prog}: error: {args.out}: cannot write ({exc})", file=sys.stderr)
         return 1

@@ -136,6 +136,16 @@ def _reference_header(first: Dataset, ct_dir: Path, log: ConversionLog) -> Datas
     return header
 
 
+def _fill_slice_thickness(headers: list[Dataset], step: float, ct_dir: Path, log: ConversionLog) -> None:
+    """SEG's pixel measures need SliceThickness (type 2 in a CT, so possibly empty): use the step."""
+    try:
+        [float(h.SliceThickness) for h in headers]
+    except (AttributeError, TypeError, ValueError):
+        log.warn(ct_dir, f"the CT has no SliceThickness; the SEG records the slice step {step:.3f} mm")
+        for h in headers:  # the in-memory headers only; the CT files are not touched
+            h.SliceThickness = f"{step:.4f}"
+
+
 def load_source_ct(ct_dir: Path, record: dict, log: ConversionLog) -> SourceCT:
     """The case's CT images from ``ct_dir`` (searched recursively), verified against ``record``."""
     info = _find_series(Path(ct_dir), str(record["series"]["SeriesInstanceUID"]), log)
@@ -143,6 +153,7 @@ def load_source_ct(ct_dir: Path, record: dict, log: ConversionLog) -> SourceCT:
     chosen = _check_same_images(stack, record, Path(ct_dir))
     headers = [stack.headers[i] for i in chosen]
     _check_identity(headers, record, Path(ct_dir))
+    _fill_slice_thickness(headers, stack.step, Path(ct_dir), log)
     positions = np.array([[float(v) for v in h.ImagePositionPatient] for h in headers])
     origin0 = np.array([float(v) for v in stack.headers[0].ImagePositionPatient])
     direction = np.stack([stack.row_dir, stack.col_dir, stack.normal], axis=1)

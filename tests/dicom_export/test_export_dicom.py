@@ -242,7 +242,7 @@ def test_two_dimensional_case_of_one_ct_slice(tmp_path):
 
 def test_anonymised_ct_without_type2_attributes(tmp_path, capsys):
     def anonymise(ds):
-        del ds.PatientBirthDate, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName
+        del ds.PatientBirthDate, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName, ds.SliceThickness
         ds.PatientSex = "U"
 
     study = make_study(tmp_path, ct_edit=anonymise)
@@ -251,7 +251,8 @@ def test_anonymised_ct_without_type2_attributes(tmp_path, capsys):
     argv = ["export-dicom", "--pred", str(tmp_path / "pred"), "--images", str(images)]
     argv += ["--ct-dicom", str(study["ct_dir"]), "--out", str(tmp_path / "out"), "--trainer", "T"]
     assert cipa_main(argv) == 0
-    assert "PatientSex 'U' is not M, F or O" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "PatientSex 'U' is not M, F or O" in err and "the CT has no SliceThickness" in err
     for path in (tmp_path / "out").iterdir():
         ds = pydicom.dcmread(path)
         assert ds.PatientSex == "" and ds.PatientBirthDate == "" and ds.PatientID == "P1"
