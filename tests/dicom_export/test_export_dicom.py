@@ -323,3 +323,42 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path, capsys):
     assert (tmp_path / "out" / "case1.rtstruct.dcm").read_bytes() == before
     assert export(tmp_path, study, "--format", "rtstruct", "--overwrite") == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case1.rtstruct.dcm"]
+
+
+def test_real_sts_ct_round_trip_and_validator(sts_fixture, tmp_path):
+    """The real STS_001 CT (cropped) with its GTV rasterised as the prediction: both objects exact."""
+    log = ConversionLog(quiet=True)
+    (info,) = [s for s in index_folder(sts_fixture / "STS_001" / "CT_crop").values() if s.modality == "CT"]
+    stack = order_slices(info.files, info.headers(), "ct", log)
+    ct = read_volume(stack, "ct")
+    (rs_file,) = (sts_fixture / "STS_001" / "CT_crop" / "mask").iterdir()
+    source_rs = pydicom.dcmread(rs_file)
+    name, number = find_roi(source_rs, ["GTV_Mass_CT"], rs_file)
+    gtv = rasterise(roi_contours(source_rs, number, rs_file, log), ct, rs_file, log, name)
+    images = tmp_path / "imagesTs"
+    images.mkdir()
+    sitk.WriteImage(ct, str(images / "STS_001_0000.nii.gz"))
+    write_provenance(series_provenance(stack), images, "STS_001")
+    write_prediction(tmp_path / "pred", images, "STS_001", gtv)
+    study = {"ct_dir": sts_fixture / "STS_001" / "CT_crop" / "image"}
+    assert export(tmp_path, study, "--trainer", "nnUNetTrainerCIPA") == 0
+    rs = pydicom.dcmread(tmp_path / "out" / "STS_001.rtstruct.dcm")
+    _, number = find_roi(rs, ["tumor"], "rs")
+    back = rasterise(roi_contours(rs, number, "rs", log), ct, "rs", log, "tumor")
+    np.testing.assert_array_equal(back, gtv)
+    seg = hd.seg.segread(tmp_path / "out" / "STS_001.seg.dcm")
+    labels = seg.get_pixels_by_source_instance(
+        stack.sop_instance_uids, combine_segments=True, assert_missing_frames_are_empty=True
+    )
+    np.testing.assert_array_equal(labels, gtv)
+    assert rs.PatientID == stack.headers[0].PatientID == seg.PatientID
+    # patient/study values are copied verbatim, so the CT's own invalid ones (an over-long StudyID)
+    # come along; anything beyond the CT's errors would be ours
+    source_errors = set(dciodvfy_errors(info.files[0]))
+    for path in (tmp_path / "out").iterdir():
+        assert set(dciodvfy_errors(path)) - source_errors == set(), path.name
+
+
+def test_export_package_imports_no_torch():
+    code = "import sys, nnunetv2_cipa.dicom_export.command; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
