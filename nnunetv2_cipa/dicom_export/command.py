@@ -123,6 +123,9 @@ def prepare_case(
             log.warn(mask_path, f"label {lab.name!r} is empty; no ROI/segment for it", case=case_id)
     if not masks:
         log.warn(mask_path, "prediction is empty; no DICOM written for this case", case=case_id)
+        for stale in (args.out / f"{case_id}.rtstruct.dcm", args.out / f"{case_id}.seg.dcm"):
+            if stale.exists():
+                log.warn(stale, "is from an earlier export of this case; left as it was", case=case_id)
         return None
     objects = []
     try:
