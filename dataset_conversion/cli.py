@@ -1,7 +1,8 @@
 """``nnunetv2_cipa convert {pclt20k,sts,case}``: parse options, call a converter, print a summary.
 
-Errors in the input end the run with one line ``error: <file or option>: <problem>`` and exit
-status 1; nothing half-written is left behind (see ``writers``).
+Errors in the input end the run with one line ``nnunetv2_cipa convert: error: <file or option>:
+<problem>`` and exit status 2 (1 for a failure while writing); nothing half-written is left behind
+(see ``writers``).
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             overrides,
         )
         print("wrote " + ", ".join(str(p) for p in paths))
-        print(f"warnings: {len(log.warnings)}")
+        print(f"warnings: {len(log.warnings)} (listed in {paths[-1].name})")
         return 0
     check_channel_normalisation(args.ct_norm, args.pet_norm, ct_is_clipped=True)
     target = dataset_folder(raw_root(args.raw_dir), args.dataset_id, args.dataset_name)
@@ -248,8 +249,11 @@ def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa convert") -> 
     args = build_parser(prog).parse_args(argv)
     try:
         return _run(args, argv)
-    except ConversionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ConversionError as exc:  # bad input
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a failure while writing
+        print(f"{prog}: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 1
 
 

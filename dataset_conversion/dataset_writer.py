@@ -115,6 +115,8 @@ class DatasetWriter:
                 ]
             )
         (root / MAPPING_NAME).write_text(buffer.getvalue())
+        if isinstance(manifest.get("summary"), dict):  # finishing can add warnings of its own
+            manifest["summary"]["warnings"] = len(self.log.warnings)
         manifest = {
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "pid": os.getpid(),

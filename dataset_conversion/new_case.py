@@ -10,6 +10,7 @@ SUV); it is never guessed.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from .ct_window import body_saturation, clip_hu, saturation_message
 from .dicom_index import SeriesInfo, index_folder
 from .dicom_series import order_slices, read_volume
 from .errors import ConversionError, ConversionLog
+from .image_io import read_image
 from .resample import resample_onto
 from .suv import SuvOverrides, compute_suv_factor
 from .writers import _temporary_sibling, write_json_atomic
@@ -32,6 +34,16 @@ IMAGE_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
 
 def _is_image_file(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _require_input(path: Path, option: str) -> None:
+    """An input that is neither an existing DICOM folder nor an image file, named by what is wrong."""
+    if not path.exists():
+        raise ConversionError(path, f"{option}: does not exist")
+    if not path.is_dir():
+        raise ConversionError(
+            path, f"{option} must be a DICOM folder or an image file (.nii, .nii.gz, .mha, .mhd, .nrrd)"
+        )
 
 
 def _single_series(path: Path, modality: str, log: ConversionLog) -> SeriesInfo:
@@ -54,10 +66,7 @@ def _single_series(path: Path, modality: str, log: ConversionLog) -> SeriesInfo:
 
 
 def _read_file(path: Path, where: str) -> sitk.Image:
-    try:
-        image = sitk.ReadImage(str(path), sitk.sitkFloat32)
-    except RuntimeError as exc:
-        raise ConversionError(path, f"cannot read image: {str(exc).splitlines()[0]}") from exc
+    image = read_image(path, sitk.sitkFloat32)
     if image.GetDimension() != 3:
         raise ConversionError(path, f"{where} must be a 3D image, got {image.GetDimension()}D")
     return image
@@ -67,10 +76,7 @@ def load_ct(path: Path, log: ConversionLog) -> tuple[sitk.Image, dict]:
     path = Path(path)
     if _is_image_file(path):
         return _read_file(path, "CT"), {"ct_file": str(path)}
-    if not path.is_dir():
-        raise ConversionError(
-            path, "--ct must be a DICOM folder or an image file (.nii, .nii.gz, .mha, .nrrd)"
-        )
+    _require_input(path, "--ct")
     info = _single_series(path, "CT", log)
     stack = order_slices(info.files, info.headers(), str(path), log)
     return read_volume(stack, str(path)), {
@@ -95,10 +101,7 @@ def load_pet_suv(
             "suv_factor": suv_factor,
             "suv_source": "--pet-suv-factor",
         }
-    if not path.is_dir():
-        raise ConversionError(
-            path, "--pet must be a DICOM folder or an image file (.nii, .nii.gz, .mha, .nrrd)"
-        )
+    _require_input(path, "--pet")
     info = _single_series(path, "PT", log)
     stack = order_slices(info.files, info.headers(), str(path), log)
     if suv_factor is not None:
@@ -113,6 +116,13 @@ def load_pet_suv(
         factor, record = result.factor, {"suv": result.as_dict()}
     record.update({"pet_series": info.series_uid, "frame_of_reference": info.frame_of_reference_uid})
     return read_volume(stack, str(path)) * factor, record
+
+
+def case_id_from_path(path: Path) -> str:
+    """``SYN_012_0000.nii.gz`` -> ``SYN_012``: the file or folder name without endings and nnU-Net's
+    channel suffix, so that the written channels are not named ``SYN_012_0000_0000``."""
+    name = Path(str(path).rstrip("/")).name.split(".")[0]
+    return re.sub(r"_\d{4}$", "", name) or name
 
 
 def convert_new_case(
@@ -141,7 +151,7 @@ def convert_new_case(
             "patient coordinates",
         )
     if case_id is None:
-        case_id = Path(str(ct_path).rstrip("/")).name.split(".")[0]
+        case_id = case_id_from_path(ct_path)
     case_id = sanitise_case_id(case_id)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -117,7 +117,8 @@ def _find_files(root: Path, name: str, log: ConversionLog, skip_incomplete: bool
 def collect_items(root: Path, log: ConversionLog, skip_incomplete: bool = False) -> list[Item]:
     """Items of both lists, after every list-level and patient-level check."""
     if not root.is_dir():
-        raise ConversionError(root, "PCLT20K root folder does not exist")
+        problem = "is a file; expected the PCLT20K root folder" if root.exists() else "does not exist"
+        raise ConversionError(root, f"PCLT20K root folder {problem}")
     lists = {split: read_split_list(root / f"{split}.txt", log) for split in ("train", "test")}
     both = sorted(set(lists["train"]) & set(lists["test"]))
     if both:

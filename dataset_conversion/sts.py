@@ -228,7 +228,8 @@ def convert_sts(
         raise ConversionError("--slices", f"{options.slices!r} is not one of {', '.join(SLICE_RULES)}")
     root = Path(root)
     if not root.is_dir():
-        raise ConversionError(root, "input folder does not exist")
+        problem = "is a file; expected a folder" if root.exists() else "does not exist"
+        raise ConversionError(root, f"input folder {problem}")
     index = index_folder(root, log)
     patients = {
         pid: s

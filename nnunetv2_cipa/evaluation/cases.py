@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from nnunetv2_cipa.dataset_conversion.image_io import DamagedImageError, read_image
+
 # File endings nnU-Net's readers accept, longest first so ".nii.gz" wins over ".gz"-less ".nii".
 KNOWN_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".png", ".tif", ".tiff", ".bmp")
 
@@ -35,13 +37,11 @@ class Volume:
 
 
 def read_volume(path: Path) -> Volume:
-    """Read any SimpleITK-readable image as (z, y, x); multi-component (RGB) images are refused."""
+    """Read a verified-complete image (see ``image_io``) as (z, y, x); multi-component images are refused."""
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        raise EvaluationInputError(
-            f"{path}: cannot be read by SimpleITK ({str(err).strip().splitlines()[-1]})"
-        ) from err
+        image = read_image(path)
+    except DamagedImageError as err:
+        raise EvaluationInputError(str(err)) from err
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise EvaluationInputError(
             f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per pixel; "

@@ -209,14 +209,14 @@ def test_cli_refuses_non_empty_target_and_overwrites_on_request(tmp_path, nnunet
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "PCLT20K parity: pairs 6 (paper 21,930), patients 4 (paper 605)" in out
-    assert cli.main(argv) == 1
+    assert cli.main(argv) == 2
     assert "not empty; pass --overwrite" in capsys.readouterr().err
     assert cli.main([*argv, "--overwrite", "--pet-suv-max", "5"]) == 0
     ds = json.loads((nnunet_dirs["nnUNet_raw"] / "Dataset503_PCLT20K" / "dataset.json").read_text())
     assert ds["cipa_conversion"]["pet_suv_max"] == 5.0
-    assert cli.main(["pclt20k", str(root), "--dataset-id", "503", "--dataset-name", "Other", "--quiet"]) == 1
+    assert cli.main(["pclt20k", str(root), "--dataset-id", "503", "--dataset-name", "Other", "--quiet"]) == 2
     assert "dataset id 503 is already used" in capsys.readouterr().err
-    assert cli.main(["pclt20k", str(root), "--dataset-id", "504", "--ct-norm", "CT", "--quiet"]) == 1
+    assert cli.main(["pclt20k", str(root), "--dataset-id", "504", "--ct-norm", "CT", "--quiet"]) == 2
     assert "collapses the channel" in capsys.readouterr().err
 
 

@@ -352,7 +352,7 @@ def test_convert_sts_three_dimensional_margin_and_overrides_via_cli(tmp_path, nn
         "610",
         "--quiet",
     ]
-    assert cli.main(argv) == 1
+    assert cli.main(argv) == 2
     assert "patient P1 PET: PatientWeight is missing" in capsys.readouterr().err
     assert not (nnunet_dirs["nnUNet_raw"] / "Dataset610_STS").exists()
     (tmp_path / "over.json").write_text(json.dumps({"P1": {"weight_kg": 80}}))
@@ -386,7 +386,7 @@ def test_convert_case_from_dicom_and_from_nifti(tmp_path, capsys):
     assert ct.GetSize() == suv.GetSize() == (N, N, 8) and ct.GetSpacing() == suv.GetSpacing()
     record = json.loads((out / "new-case-1.conversion.json").read_text())
     assert record["suv"]["decay_time_s"] == 3600
-    assert cli.main(argv) == 1 and "already exists" in capsys.readouterr().err
+    assert cli.main(argv) == 2 and "already exists" in capsys.readouterr().err
 
     nifti_ct, nifti_pet = tmp_path / "ct.nii.gz", tmp_path / "pet.nii.gz"
     sitk.WriteImage(ct, str(nifti_ct))
@@ -395,7 +395,7 @@ def test_convert_case_from_dicom_and_from_nifti(tmp_path, capsys):
     pet_img.SetOrigin((-16.0, -16.0, -10.0))
     sitk.WriteImage(pet_img, str(nifti_pet))
     base = ["case", "--ct", str(nifti_ct), "--pet", str(nifti_pet), "--out", str(out), "--quiet"]
-    assert cli.main(base) == 1 and "--pet-suv-factor" in capsys.readouterr().err
+    assert cli.main(base) == 2 and "--pet-suv-factor" in capsys.readouterr().err
     assert cli.main([*base, "--pet-suv-factor", "0.001"]) == 0
     from_nifti = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "ct_0001.nii.gz")))
     assert from_nifti.max() <= 20.0 + 1e-3 and from_nifti.min() >= 0
