@@ -28,6 +28,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from nnunetv2_cipa.nnunet_commands import predict_command
 from nnunetv2_cipa.synthetic import PhantomSpec, write_synthetic_dataset
 
 DATASET_ID = 981
@@ -111,31 +112,7 @@ def main() -> int:
         else:
             seconds = custom(env, args.epochs, args.iterations)
         out = work / f"pred_{trainer}"
-        _run(
-            [
-                "nnUNetv2_predict",
-                "-i",
-                str(raw / "imagesTs"),
-                "-o",
-                str(out),
-                "-d",
-                str(DATASET_ID),
-                "-c",
-                "2d",
-                "-tr",
-                trainer,
-                "-f",
-                "0",
-                "-device",
-                "cpu",
-                "--disable_tta",
-                "-npp",
-                "1",
-                "-nps",
-                "1",
-            ],
-            env,
-        )
+        _run(predict_command(raw / "imagesTs", out, DATASET_ID, trainer, (0,)), env)
         rows.append(
             {
                 "trainer": trainer,

@@ -10,17 +10,21 @@ writes ``eval/metrics.json``, ``eval/table.md`` (one row per prediction folder) 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
 import sys
+import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from nnunetv2_cipa.evaluation import cases as C
 from nnunetv2_cipa.evaluation import overlays as O
 from nnunetv2_cipa.evaluation import report as R
-from nnunetv2_cipa.evaluation.grouping import DEFAULT_PATIENT_PATTERN, patient_map
+from nnunetv2_cipa.evaluation.grouping import DEFAULT_PATIENT_PATTERN, patients_of_records
 
 
 def model_name_from_folder(folder: Path) -> str:
@@ -70,6 +74,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lesion-min-iou", type=float, default=0.0, help="also require this lesion IoU (default 0)"
+    )
+    parser.add_argument(
+        "--unknown-labels",
+        choices=("error", "background"),
+        default="error",
+        help="label values that dataset.json does not define: refuse the case (default) or count them "
+        "as background (recorded in metrics.json)",
     )
     parser.add_argument(
         "-np",
@@ -126,6 +137,8 @@ def options_from_args(args: argparse.Namespace, dataset_json: dict[str, Any] | N
         )
     return R.EvalOptions(
         labels=C.foreground_labels(dataset_json),
+        defined_labels=C.defined_label_values(dataset_json),
+        unknown_as_background=args.unknown_labels == "background",
         connectivity=args.lesion_connectivity,
         min_overlap_px=args.lesion_min_overlap,
         min_iou=args.lesion_min_iou,
@@ -139,7 +152,7 @@ def evaluate_model(
     file_ending: str,
     options: R.EvalOptions,
     args: argparse.Namespace,
-    dataset_dir: Path | None,
+    dataset_dirs: list[Path | None],
     allow_missing: bool,
 ) -> tuple[dict[str, Any], list[R.CaseRecord]]:
     """Score one prediction folder; returns its metrics.json entry and the per-case records."""
@@ -155,8 +168,7 @@ def evaluate_model(
             file=sys.stderr,
         )
     records = R.evaluate_cases(evaluated, gt_files, pred_files, options, args.num_processes)
-    volumes = frozenset(r.case for r in records if not r.is_2d_file and len(r.shape) == 3 and r.shape[0] > 1)
-    patient_of, rule = patient_map(evaluated, args.groups, dataset_dir, args.patient_pattern, volumes)
+    patient_of, rule = patients_of_records(records, args.groups, dataset_dirs, args.patient_pattern)
     entry = {
         "name": name,
         "pred": str(pred_dir),
@@ -231,6 +243,28 @@ def render_overlays(
     return path
 
 
+@contextlib.contextmanager
+def staged_overlays(out: Path) -> Iterator[Path]:
+    """Render into a hidden folder of ``out``; move each model's overlays into place only when all
+    were drawn, so a damaged image met half-way leaves no overlays (and no ``out``) behind."""
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".overlays.partial-", dir=out))
+    try:
+        yield staging
+        for folder in sorted((staging / "overlays").glob("*")):
+            final = out / "overlays" / folder.name
+            final.parent.mkdir(exist_ok=True)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(folder, final)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def run(args: argparse.Namespace) -> int:
     pred_dirs = [Path(p) for p in args.pred]
     for p in pred_dirs:
@@ -249,19 +283,22 @@ def run(args: argparse.Namespace) -> int:
         raise C.EvaluationInputError(f"--gt {args.gt}: no files ending in {file_ending}")
     options = options_from_args(args, dataset_json)
     out = args.out or pred_dirs[0] / "cipa_evaluation"
-    dataset_dir = dj_path.parent if dj_path else args.gt.parent
+    dataset_dirs = [dj_path.parent if dj_path else None, args.gt.parent]
 
-    models = []
-    for name, pred_dir in zip(names, pred_dirs, strict=True):
-        entry, _ = evaluate_model(
-            name, pred_dir, gt_files, file_ending, options, args, dataset_dir, args.allow_missing
-        )
-        if args.images is not None and args.overlays != "none":
-            sheet = render_overlays(
-                name, entry, gt_files, pred_dir, file_ending, args, dataset_json, options, out
-            )
-            entry["contact_sheet"] = str(sheet) if sheet else None
-        models.append(entry)
+    models = [  # every model is scored before anything is written
+        evaluate_model(
+            name, pred_dir, gt_files, file_ending, options, args, dataset_dirs, args.allow_missing
+        )[0]
+        for name, pred_dir in zip(names, pred_dirs, strict=True)
+    ]
+    if args.images is not None and args.overlays != "none":
+        with staged_overlays(out) as staging:
+            for entry, pred_dir in zip(models, pred_dirs, strict=True):
+                sheet = render_overlays(
+                    entry["name"], entry, gt_files, pred_dir, file_ending, args, dataset_json, options,
+                    staging,
+                )
+                entry["contact_sheet"] = str(out / sheet.relative_to(staging)) if sheet else None
 
     payload = {
         "tool": "nnunetv2_cipa evaluate",
@@ -269,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
         "dataset_json": str(dj_path) if dj_path else None,
         "file_ending": file_ending,
         "foreground_labels": list(options.labels) if options.labels else "every value > 0",
+        "unknown_labels": args.unknown_labels,
         "models": models,
     }
     table = R.markdown_table([(m["name"], m) for m in models])

@@ -33,7 +33,7 @@ from nnunetv2_cipa.evaluation.cli import (
     unique_names,
     write_outputs,
 )
-from nnunetv2_cipa.evaluation.grouping import folds_from_splits, patient_map
+from nnunetv2_cipa.evaluation.grouping import folds_from_splits, patients_of_records
 
 # (label, path into a summary, is a fraction shown in %)
 SPREAD_METRICS = (
@@ -253,7 +253,9 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         records = R.evaluate_cases(cases, gt_files, inp.pred_files, options, args.num_processes)
-        patient_of, rule = patient_map(cases, args.groups, inp.dataset_json_path.parent, args.patient_pattern)
+        patient_of, rule = patients_of_records(
+            records, args.groups, [inp.dataset_json_path.parent, gt_dir.parent], args.patient_pattern
+        )
         folds = {}
         for f in sorted(set(inp.fold_of[c] for c in cases)):
             subset = [r for r in records if inp.fold_of[r.case] == f]
@@ -287,7 +289,12 @@ def run(args: argparse.Namespace) -> int:
         )
     out = args.out or Path(args.model[0]) / "cipa_crossval_report"
     table = crossval_table(models)
-    payload = {"tool": "nnunetv2_cipa crossval-report", "folds": args.folds, "models": models}
+    payload = {
+        "tool": "nnunetv2_cipa crossval-report",
+        "folds": args.folds,
+        "unknown_labels": args.unknown_labels,
+        "models": models,
+    }
     write_outputs(out, payload, table)
     print(table)
     print(f"wrote {out / 'metrics.json'} and {out / 'table.md'}")

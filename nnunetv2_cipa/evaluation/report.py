@@ -34,6 +34,8 @@ class EvalOptions:
     connectivity: str = "full"
     min_overlap_px: int = 1
     min_iou: float = 0.0
+    defined_labels: tuple[int, ...] | None = None  # every value dataset.json defines; None = no check
+    unknown_as_background: bool = False
 
 
 @dataclass
@@ -65,8 +67,8 @@ class CaseRecord:
 
 def evaluate_case(case: str, gt_file: Path, pred_file: Path, options: EvalOptions) -> CaseRecord:
     """Counts, per-slice HD95 and lesion counts of one case (slice case or volume)."""
-    gt = read_mask(gt_file, options.labels)
-    pred = read_mask(pred_file, options.labels)
+    gt = read_mask(gt_file, options.labels, options.defined_labels, options.unknown_as_background)
+    pred = read_mask(pred_file, options.labels, options.defined_labels, options.unknown_as_background)
     if gt.array.shape != pred.array.shape:
         raise EvaluationInputError(
             f"{pred_file}: shape {pred.array.shape} (z, y, x) differs from the truth {gt_file} "

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from nnunetv2_cipa.nnunet_commands import predict_command
 from nnunetv2_cipa.synthetic import PhantomSpec, write_synthetic_dataset
 
 DATASET_ID = 987
@@ -73,29 +74,10 @@ def _ensure_fold(chain, fold: int) -> Path:
 
 
 def _predict(chain, out: Path, extra_env: dict | None = None, probabilities: bool = False) -> None:
-    args = [
-        "nnUNetv2_predict",
-        "-i",
-        str(chain["raw"] / "imagesTs"),
-        "-o",
-        str(out),
-        "-d",
-        str(DATASET_ID),
-        "-c",
-        "2d",
-        "-tr",
-        TRAINER,
-        "-f",
-        "0",
-        "-device",
-        "cpu",
-        "--disable_tta",
-        "-npp",
-        "1",
-        "-nps",
-        "1",
-    ]
-    _run(args + (["--save_probabilities"] if probabilities else []), {**chain["env"], **(extra_env or {})})
+    args = predict_command(
+        chain["raw"] / "imagesTs", out, DATASET_ID, TRAINER, (0,), save_probabilities=probabilities
+    )
+    _run(args, {**chain["env"], **(extra_env or {})})
 
 
 def test_train_validate_predict_3d_and_evaluate(chain):
