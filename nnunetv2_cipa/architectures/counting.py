@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -177,15 +178,18 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         description="Count the parameters (last line, a bare integer) and optionally the GFLOPs of a "
         "CIPA preset. Defaults reproduce the official model: 3 channels per modality, 512x512.",
     )
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="paper")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="paper",
+                        help="network size: paper = the published model, small = CPU-sized (default paper)")
     parser.add_argument("--no-crm", action="store_true", help="drop the channel rectification modules")
     parser.add_argument("--no-dcim", action="store_true", help="drop the cross-modality interaction modules")
     parser.add_argument("--locals", type=int, choices=(2, 4, 8), default=None,
                         help="k: k x k local tokens per DCIM region (paper: 4)")
-    parser.add_argument("--patch", type=int, nargs=2, metavar=("H", "W"), default=(512, 512))
+    parser.add_argument("--patch", type=int, nargs=2, metavar=("H", "W"), default=(512, 512),
+                        help="input patch in pixels (default 512 512, the paper's slices)")
     parser.add_argument("--channels-per-modality", type=int, choices=(1, 3), default=3,
                         help="input channels of the shared patch embedding (official: 3)")
-    parser.add_argument("--num-classes", type=int, default=1)
+    parser.add_argument("--num-classes", type=int, default=1,
+                        help="output channels of the segmentation head (default 1: one sigmoid region)")
     parser.add_argument(
         "--flops", action="store_true", help="also count GFLOPs (batch 1), with and without scans"
     )
@@ -194,6 +198,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa params") -> int:
     args = _parser(prog).parse_args(argv)
+    for option, value in (("--num-classes", args.num_classes), ("--patch", min(args.patch))):
+        if value < 1:
+            print(f"{prog}: error: {option}: must be >= 1, got {value}", file=sys.stderr)
+            return 2
     overrides = {}
     if args.no_crm:
         overrides["crm"] = False
@@ -211,7 +219,7 @@ def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa params") -> i
                 **overrides,
             )
     except ValueError as exc:
-        print(f"{prog}: {exc}")
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     k = net.locals_per_region
     print(

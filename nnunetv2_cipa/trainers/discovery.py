@@ -182,7 +182,8 @@ def install(shim: str = "auto", verify: bool = True, quiet: bool = False) -> int
         _record_entries([pth, shim_path()], add=True)
         ok, detail = check_lookup()
     if not ok:
-        print(f"nnunetv2_cipa setup: nnU-Net still cannot find {CHECK_TRAINER}: {detail}", file=sys.stderr)
+        message = f"nnU-Net still cannot find {CHECK_TRAINER}: {' '.join(str(detail).split())}"
+        print(f"nnunetv2_cipa setup: error: {message}", file=sys.stderr)
         return 1
     say(f"ok: nnU-Net resolves {CHECK_TRAINER} -> {detail}")
     return 0
@@ -218,6 +219,6 @@ def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa setup") -> in
         if args.uninstall:
             return uninstall(quiet=args.quiet)
         return install(shim=args.shim, verify=not args.no_verify, quiet=args.quiet)
-    except (OSError, RuntimeError) as error:
-        print(f"{prog}: {error}", file=sys.stderr)
+    except (OSError, RuntimeError) as error:  # a failure while writing or checking
+        print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1

@@ -125,6 +125,8 @@ def _write(path: Path, data: object) -> None:
 
 
 def _find_dataset(root_env: str, dataset: str) -> Path | None:
+    if not (dataset.isdigit() or dataset.startswith("Dataset")):
+        raise ValueError(f"-d {dataset}: expected a dataset id (e.g. 501) or a DatasetXXX_Name folder name")
     root = os.environ.get(root_env)
     if not root:
         raise ValueError(f"{root_env} is not set")
@@ -178,6 +180,16 @@ def apply_fixed_window(dataset: str, windows: Mapping[str, tuple[float, float]],
     return changed
 
 
+def verify_raw_images(raw: Path) -> None:
+    """Every image of a raw dataset complete (``image_io``), before nnU-Net preprocesses it."""
+    from nnunetv2_cipa.dataset_conversion.image_io import verify_image_file
+
+    for folder in ("imagesTr", "labelsTr"):
+        for path in sorted((raw / folder).glob("*")):
+            if path.is_file() and not path.name.startswith(".") and path.suffix != ".json":
+                verify_image_file(path)
+
+
 def _default_windows(raw_dataset_json: dict, pet_suv_max: float | None) -> dict[str, tuple[float, float]]:
     conversion = raw_dataset_json.get("cipa_conversion", {})
     ct = conversion.get("ct_window")
@@ -226,8 +238,10 @@ def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa fixed-window"
         if args.pet:
             windows["1"] = tuple(args.pet)
         apply_fixed_window(args.dataset, windows)
+        if args.preprocess:  # nnU-Net's reader would take a truncated image as data
+            verify_raw_images(raw)
     except ValueError as error:
-        print(f"{prog}: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     if args.preprocess:
         return subprocess.call(["nnUNetv2_preprocess", "-d", raw.name.split("_")[0][7:], "-c", "2d"])
