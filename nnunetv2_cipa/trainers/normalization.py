@@ -237,9 +237,9 @@ def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa fixed-window"
             windows["0"] = tuple(args.ct)
         if args.pet:
             windows["1"] = tuple(args.pet)
-        apply_fixed_window(args.dataset, windows)
         if args.preprocess:  # nnU-Net's reader would take a truncated image as data
             verify_raw_images(raw)
+        apply_fixed_window(args.dataset, windows)
     except ValueError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
