@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 import SimpleITK as sitk
 from nnunetv2_cipa.dataset_conversion import cli
@@ -42,7 +41,8 @@ def dicom_slice(path: Path, rows=16, cols=16) -> Path:
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
     ds.Modality, ds.Rows, ds.Columns = "CT", rows, cols
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
@@ -63,7 +63,7 @@ FORMATS = [  # (file name, compressed, file that carries the voxels)
 
 
 @pytest.mark.parametrize(("name", "compressed", "data_file"), FORMATS)
-def test_complete_files_pass_and_truncated_ones_are_refused_in_one_line(tmp_path, name, compressed, data_file):
+def test_complete_files_pass_and_truncated_ones_are_refused(tmp_path, name, compressed, data_file):
     path = tmp_path / name
     sitk.WriteImage(volume(), str(path), useCompression=compressed)
     verify_image_file(path)
@@ -191,7 +191,8 @@ def test_evaluate_refuses_a_truncated_prediction_or_image_and_leaves_no_output(t
     from tests.evaluation.test_eval_cli import make_slice_dataset
 
     ds = make_slice_dataset(tmp_path / "ds", n_patients=2, n_slices=2)
-    args = ["--pred", str(ds / "pred"), "--gt", str(ds / "labelsTs"), "--images", str(ds / "imagesTs"), "-np", "1"]
+    args = ["--pred", str(ds / "pred"), "--gt", str(ds / "labelsTs"), "--images", str(ds / "imagesTs")]
+    args += ["-np", "1"]
     out = tmp_path / "eval"
     image = ds / "imagesTs" / "P1_001_0000.nii.gz"
     cut(image, 0.5)
@@ -211,9 +212,8 @@ def test_fixed_window_preprocess_refuses_a_truncated_raw_image(tmp_path, nnunet_
 
     raw = nnunet_dirs["nnUNet_raw"] / "Dataset612_X"
     (raw / "imagesTr").mkdir(parents=True)
-    (raw / "dataset.json").write_text(
-        json.dumps({"channel_names": {"0": "zscore", "1": "zscore"}, "cipa_conversion": {"ct_window": [-1200, -200]}})
-    )
+    dataset = {"channel_names": {"0": "zscore"}, "cipa_conversion": {"ct_window": [-1200, -200]}}
+    (raw / "dataset.json").write_text(json.dumps(dataset))
     image = raw / "imagesTr" / "A_0000.nii.gz"
     sitk.WriteImage(volume(), str(image), useCompression=True)
     cut(image)
