@@ -322,13 +322,16 @@ def run_command(
     argv: list[str] | None,
     prog: str,
 ) -> int:
-    """Parse, run, and turn bad input into one ``prog: error: ...`` line and exit status 2."""
+    """Parse, run; bad input -> one ``prog: error: ...`` line and exit 2, a failed write -> exit 1."""
     args = parser_for(prog).parse_args(argv)
     try:
         return run_args(args)
     except C.EvaluationInputError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"{prog}: error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa evaluate") -> int:
