@@ -8,10 +8,15 @@ registered subcommand, so a new one is checked as soon as it is registered.
 from __future__ import annotations
 
 import importlib.metadata
+import sys
+from pathlib import Path
 
 import pytest
 
 from nnunetv2_cipa import cli
+
+sys.path.insert(0, str(Path(__file__).parent / "evaluation"))
+from test_eval_cli import make_slice_dataset  # noqa: E402
 
 # command -> (arguments with a bad value, text the error line must contain)
 BAD_INPUT = {
@@ -57,8 +62,6 @@ def test_every_bad_input_example_is_a_registered_command():
 
 
 def test_a_failure_while_writing_is_exit_1(tmp_path, capsys):
-    from tests.evaluation.test_eval_cli import make_slice_dataset
-
     ds = make_slice_dataset(tmp_path / "ds", n_patients=1, n_slices=1)
     blocker = tmp_path / "a_file"
     blocker.write_text("")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,11 @@ from nnunetv2_cipa.dataset_conversion.image_io import (
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from skimage.io import imsave
+
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1] / "evaluation")]
+from test_conv_pclt20k import make_tree  # noqa: E402
+from test_conv_sts_synthetic import make_patient  # noqa: E402
+from test_eval_cli import make_slice_dataset  # noqa: E402
 
 
 def volume(seed: int = 0, shape=(6, 24, 20)) -> sitk.Image:
@@ -160,8 +166,6 @@ def test_convert_case_refuses_a_truncated_input_and_writes_nothing(tmp_path, cap
 
 
 def test_convert_case_refuses_a_dicom_series_with_a_truncated_slice(tmp_path, capsys):
-    from tests.dataset_conversion.test_conv_sts_synthetic import make_patient
-
     make_patient(tmp_path / "dicom", "P1")
     ct_dir = tmp_path / "dicom" / "P1" / "a"
     victim = sorted(ct_dir.iterdir())[3]
@@ -175,8 +179,6 @@ def test_convert_case_refuses_a_dicom_series_with_a_truncated_slice(tmp_path, ca
 
 
 def test_pclt20k_refuses_a_text_file_named_png(tmp_path, nnunet_dirs, capsys):
-    from tests.dataset_conversion.test_conv_pclt20k import make_tree
-
     root = make_tree(tmp_path / "PCLT20K")
     victim = next(root.rglob("*CT*.png"))
     victim.write_text("this is not a PNG\n")
@@ -188,7 +190,6 @@ def test_pclt20k_refuses_a_text_file_named_png(tmp_path, nnunet_dirs, capsys):
 
 def test_evaluate_refuses_a_truncated_prediction_or_image_and_leaves_no_output(tmp_path, capsys):
     from nnunetv2_cipa.evaluation import cli as evaluate
-    from tests.evaluation.test_eval_cli import make_slice_dataset
 
     ds = make_slice_dataset(tmp_path / "ds", n_patients=2, n_slices=2)
     args = ["--pred", str(ds / "pred"), "--gt", str(ds / "labelsTs"), "--images", str(ds / "imagesTs")]
