@@ -11,6 +11,7 @@ import os
 import torch
 
 from .cipa_trainer import nnUNetTrainerCIPA
+from .validation import ValidationWithoutMirroring
 
 PRETRAINED_ENV = "NNUNETV2_CIPA_PRETRAINED"
 SCHEDULE_ENV = (
@@ -123,11 +124,12 @@ class nnUNetTrainerCIPA_small_smoke(nnUNetTrainerCIPA_small):
         return (*configured[:3], None)
 
 
-class nnUNetTrainerCIPA_small_envschedule(nnUNetTrainerCIPA_small):
+class nnUNetTrainerCIPA_small_envschedule(ValidationWithoutMirroring, nnUNetTrainerCIPA_small):
     """Small preset with the schedule read from the environment (the demo and the benchmark use it).
 
     ``NNUNETV2_CIPA_NUM_EPOCHS`` (default 10), ``NNUNETV2_CIPA_ITERATIONS_PER_EPOCH`` (default 25),
     ``NNUNETV2_CIPA_VAL_ITERATIONS`` (default 5). Set the same values for ``--c`` as for the first run.
+    The fold is validated without mirroring (see ``validation``), so the demo stays short.
     """
 
     def __init__(
