@@ -30,6 +30,11 @@ BAD_INPUT = {
     ),
     "evaluate": (["--pred", "{tmp}/nope", "--gt", "{tmp}"], "--pred {tmp}/nope"),
     "crossval-report": (["{tmp}/nope"], "{tmp}/nope"),
+    "quantify": (["--seg", "{tmp}/nope", "--images", "{tmp}", "--out", "{tmp}/q"], "--seg {tmp}/nope"),
+    "export-dicom": (
+        ["--pred", "{tmp}/nope", "--images", "{tmp}", "--ct-dicom", "{tmp}", "--out", "{tmp}/e"],
+        "{tmp}/nope",
+    ),
 }
 
 
