@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -22,6 +23,14 @@ from .errors import ConversionError
 
 _STAGING_MARK = ".partial-"
 
+# gzip level of every .nii.gz written (0 = stored, 9 = smallest). ITK's own NIfTI writer ignores
+# the compression level SimpleITK passes it and always spends level-6 effort, which made
+# compression most of the conversion time; so NIfTI is written uncompressed by ITK and gzipped
+# here at the chosen level. The default is the fastest level, chosen from the measurements in
+# docs/benchmarks.md (benchmarks/conversion.py).
+COMPRESSION_LEVELS = tuple(range(10))
+DEFAULT_COMPRESSION = 1
+
 
 def _temporary_sibling(path: Path) -> Path:
     # keep the real extension last: SimpleITK picks the file format from it
@@ -30,12 +39,32 @@ def _temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{stem}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
 
 
-def write_image_atomic(image: sitk.Image, path: Path) -> None:
-    """Write an image (format from the extension, compressed) under a temporary name, then rename."""
+def write_image(image: sitk.Image, path: Path, compression: int = DEFAULT_COMPRESSION) -> None:
+    """Write an image, format from the extension; ``.nii.gz`` gzipped at level ``compression``.
+
+    The gzip stream carries no time stamp, so the same image always gives the same bytes.
+    """
+    path = Path(path)
+    if compression not in COMPRESSION_LEVELS:
+        raise ConversionError("--compression", f"{compression} is not a gzip level 0..9")
+    if not path.name.endswith(".nii.gz"):
+        sitk.WriteImage(image, str(path), useCompression=compression > 0, compressionLevel=compression)
+        return
+    plain = path.with_name(path.name[: -len(".gz")] + ".plain.nii")
+    try:
+        sitk.WriteImage(image, str(plain), useCompression=False)
+        path.write_bytes(gzip.compress(plain.read_bytes(), compresslevel=compression, mtime=0))
+    finally:
+        if plain.exists():
+            plain.unlink()
+
+
+def write_image_atomic(image: sitk.Image, path: Path, compression: int = DEFAULT_COMPRESSION) -> None:
+    """Write an image (see ``write_image``) under a temporary name, then rename."""
     path = Path(path)
     tmp = _temporary_sibling(path)
     try:
-        sitk.WriteImage(image, str(tmp), useCompression=True)
+        write_image(image, tmp, compression)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
