@@ -429,3 +429,21 @@ def test_convert_sts_3d_context_slices_shift_the_volume_along_z(tmp_path, slices
         z = np.clip(np.arange(nz) + d, 0, nz - 1)
         np.testing.assert_array_equal(channel[1:-1], ch[4][z][1:-1])
     assert label.sum() > 0 and not (target / "imagesTr" / "P1_0006.nii.gz").exists()
+
+
+def test_convert_sts_2d_context_slices_take_neighbours_from_the_volume(tmp_path):
+    info = make_patient(tmp_path / "dicom", "P1")
+    make_patient(tmp_path / "dicom", "P2")
+    target = tmp_path / "Dataset612_STS"
+    options = StsOptions(mode="2d", slices="all", test_fraction=0.0, context_slices=1)
+    convert_sts(tmp_path / "dicom", target, options, False, ConversionLog(quiet=True), progress=False)
+    hu = np.clip(np.round(info["ct_values"]), -1200, -200)
+
+    def channel(z: int, c: int) -> np.ndarray:
+        return sitk.GetArrayFromImage(
+            sitk.ReadImage(str(target / "imagesTr" / f"P1_s{z:03d}_{c:04d}.nii.gz"))
+        )
+
+    for z, expected in ((3, (2, 3, 4)), (0, (0, 0, 1)), (7, (6, 7, 7))):  # edges repeat the grid's end slice
+        for c, source in enumerate(expected):
+            np.testing.assert_allclose(channel(z, c), hu[source], atol=0.5)
