@@ -14,6 +14,7 @@ from pathlib import Path
 from .context_slices import channel_names
 from .dataset_files import dataset_json
 from .dataset_writer import DatasetWriter
+from .writers import gzip_implementation
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,10 @@ def finish_conversion(
         description=about.description,
         reference=about.reference,
         licence=about.licence,
-        conversion={**conversion, "compression": f"gzip level {writer.compression}"},
+        conversion={
+            **conversion,
+            "compression": f"gzip level {writer.compression} ({gzip_implementation(writer.compression)})",
+        },
     )
     if context_slices:
         ds_json["channel_names"] = channel_names(context_slices)

@@ -127,7 +127,7 @@ def test_compression_level_changes_size_not_data(tmp_path):
     np.testing.assert_array_equal(read(stored / name), read(smallest / name))
     assert (
         json.loads((smallest / "dataset.json").read_text())["cipa_conversion"]["compression"]
-        == "gzip level 9"
+        == "gzip level 9 (zlib)"
     )
 
 
