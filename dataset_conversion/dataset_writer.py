@@ -17,6 +17,7 @@ import SimpleITK as sitk
 
 from .case_ids import CaseIdRegistry
 from .dataset_files import patient_grouped_folds
+from .dicom_provenance import write_provenance
 from .errors import ConversionLog
 from .writers import DEFAULT_COMPRESSION, StagedFolder, write_image_atomic, write_json_atomic
 
@@ -54,9 +55,11 @@ class CaseCollector:
         self.compression = compression
         self.records: list[dict] = []
 
-    def add_case(self, case_id: str, *, ct, pet, label, test: bool, **record) -> None:
+    def add_case(self, case_id: str, *, ct, pet, label, test: bool, dicom_source=None, **record) -> None:
         channels = [*(ct if isinstance(ct, list) else [ct]), *(pet if isinstance(pet, list) else [pet])]
         write_case_files(self.staging, case_id, test, channels, label, self.compression)
+        if dicom_source is not None:
+            write_provenance(dicom_source, self.staging / ("imagesTs" if test else "imagesTr"), case_id)
         self.records.append({"case_id": case_id, "test": test, **record})
 
 
@@ -102,11 +105,17 @@ class DatasetWriter:
         label: sitk.Image | None,
         test: bool,
         provenance: dict | None = None,
+        dicom_source: dict | None = None,
     ) -> None:
-        """Write one CT/PET case and record it (``ct``/``pet`` may be lists: context-slice channels)."""
+        """Write one CT/PET case and record it (``ct``/``pet`` may be lists: context-slice channels).
+
+        ``dicom_source`` (``dicom_provenance``) goes beside its images.
+        """
         self.ids.register(case_id, source)
         channels = [*(ct if isinstance(ct, list) else [ct]), *(pet if isinstance(pet, list) else [pet])]
         write_case_files(self.staged.path, case_id, test, channels, label, self.compression)
+        if dicom_source is not None:
+            write_provenance(dicom_source, self.staged.path / ("imagesTs" if test else "imagesTr"), case_id)
         self.record_case(case_id, patient=patient, source=source, test=test, provenance=provenance)
 
     def record_case(
