@@ -458,3 +458,20 @@ def test_convert_sts_2d_context_slices_take_neighbours_from_the_volume(tmp_path)
     for z, expected in ((3, (2, 3, 4)), (0, (0, 0, 1)), (7, (6, 7, 7))):  # edges repeat the grid's end slice
         for c, source in enumerate(expected):
             np.testing.assert_allclose(channel(z, c), hu[source], atol=0.5)
+
+
+def test_convert_sts_with_two_workers_writes_the_same_bytes(tmp_path):
+    for patient in ("P1", "P2", "P3"):
+        make_patient(tmp_path / "dicom", patient)
+    outputs = []
+    for workers in (1, 2):
+        target = tmp_path / f"np{workers}" / "Dataset613_STS"
+        options = StsOptions(mode="2d", slices="all", test_fraction=0.0)
+        log = ConversionLog(quiet=True)
+        convert_sts(tmp_path / "dicom", target, options, False, log, progress=False, num_processes=workers)
+        files = {str(p.relative_to(target)): p.read_bytes() for p in sorted(target.rglob("*")) if p.is_file()}
+        manifest = json.loads(files.pop("conversion_manifest.json"))
+        outputs.append(
+            (files, {k: v for k, v in manifest.items() if k not in ("created", "pid", "num_processes")})
+        )
+    assert len(outputs[0][0]) > 20 and outputs[0] == outputs[1]
