@@ -218,102 +218,113 @@ def _print_summary(summary: dict, target: Path) -> None:
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     log = ConversionLog(quiet=args.quiet)
-    window = parse_window(args.ct_window)
-    num_processes = default_num_processes() if args.num_processes is None else args.num_processes
-    if num_processes < 1:
-        raise ConversionError("-np", f"{num_processes} must be >= 1")
-    context_slices = check_context_slices(args.context_slices)
-    if context_slices and args.source != "case" and (args.ct_norm, args.pet_norm) != ("zscore", "zscore"):
+    args.ct_window = parse_window(args.ct_window)
+    if args.num_processes is None:
+        args.num_processes = default_num_processes()
+    if args.num_processes < 1:
+        raise ConversionError("-np", f"{args.num_processes} must be >= 1")
+    check_context_slices(args.context_slices)
+    if args.source == "case":
+        return _run_case(args, log)
+    if args.context_slices and (args.ct_norm, args.pet_norm) != ("zscore", "zscore"):
         raise ConversionError(
             "--context-slices",
             "the channels of a 2.5D dataset are named CT-K..CT+K, PET-K..PET+K and get z-score; "
             "--ct-norm/--pet-norm cannot be combined with it",
         )
-    if args.source == "case":
-        from .new_case import convert_new_case
-
-        overrides = SuvOverrides(args.weight_kg, args.dose_bq, args.injection_datetime)
-        paths = convert_new_case(
-            args.ct,
-            args.pet,
-            args.out,
-            args.case_id,
-            window,
-            log,
-            args.overwrite,
-            args.pet_suv_factor,
-            overrides,
-            compression=args.compression,
-            context_slices=context_slices,
-            num_processes=num_processes,
-        )
-        print("wrote " + ", ".join(str(p) for p in paths))
-        print(f"warnings: {len(log.warnings)}")
-        return 0
     check_channel_normalisation(args.ct_norm, args.pet_norm, ct_is_clipped=True)
     target = dataset_folder(raw_root(args.raw_dir), args.dataset_id, args.dataset_name)
-    if args.source == "pclt20k":
-        from .pclt20k import DEFAULT_SLICE_THICKNESS_MM, PcltOptions, convert_pclt20k
-
-        options = PcltOptions(
-            ct_window=window,
-            pet_suv_max=args.pet_suv_max,
-            spacing_mm=args.spacing,
-            allow_16bit=args.allow_16bit,
-            skip_incomplete=args.skip_incomplete,
-            seed=args.seed,
-            n_folds=args.folds,
-            ct_norm=args.ct_norm,
-            pet_norm=args.pet_norm,
-            as_volumes=args.as_volumes,
-            slice_thickness_mm=(
-                DEFAULT_SLICE_THICKNESS_MM if args.slice_thickness is None else args.slice_thickness
-            ),
-            context_slices=context_slices,
-        )
-        summary = convert_pclt20k(
-            args.root,
-            target,
-            options,
-            args.overwrite,
-            log,
-            argv,
-            progress=not args.quiet,
-            num_processes=num_processes,
-            compression=args.compression,
-        )
-    else:
-        from .sts import StsOptions, convert_sts
-
-        options = StsOptions(
-            roi=args.roi,
-            roi_names=tuple(args.roi_names or ()),
-            slices=args.slices,
-            margin=args.margin,
-            mode=args.mode,
-            ct_window=window,
-            test_fraction=args.test_fraction,
-            test_patients=None if args.test_patients is None else tuple(args.test_patients),
-            seed=args.seed,
-            n_folds=args.folds,
-            ct_norm=args.ct_norm,
-            pet_norm=args.pet_norm,
-            overrides=_load_overrides(args.overrides),
-            context_slices=context_slices,
-        )
-        summary = convert_sts(
-            args.root,
-            target,
-            options,
-            args.overwrite,
-            log,
-            argv,
-            progress=not args.quiet,
-            num_processes=num_processes,
-            compression=args.compression,
-        )
+    convert = _run_pclt20k if args.source == "pclt20k" else _run_sts
+    summary = convert(args, target, log, argv)
     _print_summary(summary, target)
     return 0
+
+
+def _run_case(args: argparse.Namespace, log: ConversionLog) -> int:
+    from .new_case import convert_new_case
+
+    overrides = SuvOverrides(args.weight_kg, args.dose_bq, args.injection_datetime)
+    paths = convert_new_case(
+        args.ct,
+        args.pet,
+        args.out,
+        args.case_id,
+        args.ct_window,
+        log,
+        args.overwrite,
+        args.pet_suv_factor,
+        overrides,
+        compression=args.compression,
+        context_slices=args.context_slices,
+        num_processes=args.num_processes,
+    )
+    print("wrote " + ", ".join(str(p) for p in paths))
+    print(f"warnings: {len(log.warnings)}")
+    return 0
+
+
+def _run_pclt20k(args: argparse.Namespace, target: Path, log: ConversionLog, argv: list[str]) -> dict:
+    from .pclt20k import DEFAULT_SLICE_THICKNESS_MM, PcltOptions, convert_pclt20k
+
+    options = PcltOptions(
+        ct_window=args.ct_window,
+        pet_suv_max=args.pet_suv_max,
+        spacing_mm=args.spacing,
+        allow_16bit=args.allow_16bit,
+        skip_incomplete=args.skip_incomplete,
+        seed=args.seed,
+        n_folds=args.folds,
+        ct_norm=args.ct_norm,
+        pet_norm=args.pet_norm,
+        as_volumes=args.as_volumes,
+        slice_thickness_mm=(
+            DEFAULT_SLICE_THICKNESS_MM if args.slice_thickness is None else args.slice_thickness
+        ),
+        context_slices=args.context_slices,
+    )
+    return convert_pclt20k(
+        args.root,
+        target,
+        options,
+        args.overwrite,
+        log,
+        argv,
+        progress=not args.quiet,
+        num_processes=args.num_processes,
+        compression=args.compression,
+    )
+
+
+def _run_sts(args: argparse.Namespace, target: Path, log: ConversionLog, argv: list[str]) -> dict:
+    from .sts import StsOptions, convert_sts
+
+    options = StsOptions(
+        roi=args.roi,
+        roi_names=tuple(args.roi_names or ()),
+        slices=args.slices,
+        margin=args.margin,
+        mode=args.mode,
+        ct_window=args.ct_window,
+        test_fraction=args.test_fraction,
+        test_patients=None if args.test_patients is None else tuple(args.test_patients),
+        seed=args.seed,
+        n_folds=args.folds,
+        ct_norm=args.ct_norm,
+        pet_norm=args.pet_norm,
+        overrides=_load_overrides(args.overrides),
+        context_slices=args.context_slices,
+    )
+    return convert_sts(
+        args.root,
+        target,
+        options,
+        args.overwrite,
+        log,
+        argv,
+        progress=not args.quiet,
+        num_processes=args.num_processes,
+        compression=args.compression,
+    )
 
 
 def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa convert") -> int:

@@ -11,7 +11,7 @@ two things:
   is counted as having a missing neighbour. A volume case gets its context channels by shifting
   the volume along z (``context_slices``), which is the same rule.
 
-Pixel conversions (data_reference 1.4; see ``pclt20k``): ``HU = lo + (hi - lo) * v / 255``,
+Pixel conversions (see ``pclt20k``): ``HU = lo + (hi - lo) * v / 255``,
 PET ``v / 255`` or ``S * v / 255``, mask ``v >= 128`` (``{0, 1}`` masks read as 1 = tumour).
 """
 

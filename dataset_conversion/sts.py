@@ -285,6 +285,41 @@ def convert_patient(job: PatientJob, log: ConversionLog) -> tuple[list[dict], in
     return collector.records, n_cases, vols.roi_slice_counts
 
 
+def _train_test_patients(patients: list[str], options: StsOptions) -> tuple[list[str], list[str]]:
+    """``--test-patients`` if given (each must exist), else a seeded ``--test-fraction`` of patients."""
+    if options.test_patients is None:
+        return split_patients(patients, options.test_fraction, options.seed)
+    unknown = sorted(set(options.test_patients) - set(patients))
+    if unknown:
+        raise ConversionError("--test-patients", f"unknown patients: {', '.join(unknown)}")
+    test = sorted(options.test_patients)
+    return sorted(set(patients) - set(test)), test
+
+
+def _dataset_record(options: StsOptions) -> tuple[dict, DatasetDescription, dict]:
+    """The ``cipa_conversion`` block, the dataset description and the parameters for the manifest."""
+    conversion = {
+        "source": "TCIA Soft-tissue-Sarcoma",
+        "ct_units": "HU",
+        "ct_window": list(options.ct_window),
+        "pet_units": "SUVbw",
+        "pet_resampling": "linear onto the CT grid, fill 0",
+        "mode": options.mode,
+        "roi": list(options.names()),
+        "slices": options.slices,
+    }
+    about = DatasetDescription(
+        name="STS",
+        description=f"TCIA Soft-tissue-Sarcoma PET/CT, ROI {options.roi_names or options.roi}, "
+        f"{options.mode} cases, slices: {options.slices}",
+        reference="Vallieres et al. 2015, doi:10.7937/K9/TCIA.2015.7GO2GSKS",
+        licence="CC BY 3.0",
+    )
+    parameters = asdict(options)
+    parameters["overrides"] = {k: asdict(v) for k, v in options.overrides.items()}
+    return conversion, about, parameters
+
+
 def convert_sts(
     root: Path,
     target: Path,
@@ -313,14 +348,7 @@ def convert_sts(
     }
     if not patients:
         raise ConversionError(root, "no patient with both CT and PET series found")
-    if options.test_patients is not None:
-        unknown = sorted(set(options.test_patients) - set(patients))
-        if unknown:
-            raise ConversionError("--test-patients", f"unknown patients: {', '.join(unknown)}")
-        test = sorted(options.test_patients)
-        train = sorted(set(patients) - set(test))
-    else:
-        train, test = split_patients(list(patients), options.test_fraction, options.seed)
+    train, test = _train_test_patients(sorted(patients), options)
     counts = {"train": 0, "test": 0}
     roi_counts: dict[str, dict[str, int]] = {}
     with DatasetWriter(target, overwrite, log, compression) as writer:
@@ -349,25 +377,7 @@ def convert_sts(
             "cases": counts,
             "parity": parity,
         }
-        conversion = {
-            "source": "TCIA Soft-tissue-Sarcoma",
-            "ct_units": "HU",
-            "ct_window": list(options.ct_window),
-            "pet_units": "SUVbw",
-            "pet_resampling": "linear onto the CT grid, fill 0",
-            "mode": options.mode,
-            "roi": list(options.names()),
-            "slices": options.slices,
-        }
-        about = DatasetDescription(
-            name="STS",
-            description=f"TCIA Soft-tissue-Sarcoma PET/CT, ROI {options.roi_names or options.roi}, "
-            f"{options.mode} cases, slices: {options.slices}",
-            reference="Vallieres et al. 2015, doi:10.7937/K9/TCIA.2015.7GO2GSKS",
-            licence="CC BY 3.0",
-        )
-        options_record = asdict(options)
-        options_record["overrides"] = {k: asdict(v) for k, v in options.overrides.items()}
+        conversion, about, options_record = _dataset_record(options)
         finish_conversion(
             writer,
             subcommand="sts",
