@@ -149,19 +149,55 @@ def compression_table(arrays, out: Path) -> list[dict]:
     return rows
 
 
-def time_preprocessing(root: Path, work: Path, as_volumes: bool, dataset_id: int) -> float:
-    """Wall time of ``nnUNetv2_plan_and_preprocess -c 2d`` (2 processes) on the converted tree."""
+def time_preprocessing(root: Path, work: Path, as_volumes: bool, dataset_id: int) -> dict[str, float]:
+    """Seconds of ``nnUNetv2_plan_and_preprocess -c 2d`` (2 processes), step by step.
+
+    The command's three steps are run as nnU-Net's own three commands, so that the fixed cost
+    (planning: for 3D cases nnU-Net also plans its 3d configurations) is told apart from the
+    steps whose cost grows with the number of cases (fingerprint, preprocessing).
+    """
     env = {**os.environ}
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         env[name] = str(work / name)
         (work / name).mkdir(parents=True, exist_ok=True)
     target = work / "nnUNet_raw" / f"Dataset{dataset_id:03d}_PCLT20K"
     time_conversion(root, target, 2, DEFAULT_COMPRESSION, as_volumes=as_volumes)
-    exe = Path(sys.executable).with_name("nnUNetv2_plan_and_preprocess")
-    cmd = [str(exe), "-d", str(dataset_id), "-c", "2d", "-np", "2", "-npfp", "2", "--no_pbar"]
+    steps = {
+        "fingerprint_s": ["nnUNetv2_extract_fingerprint", "-np", "2"],
+        "planning_s": ["nnUNetv2_plan_experiment"],
+        "preprocessing_s": ["nnUNetv2_preprocess", "-c", "2d", "-np", "2"],
+    }
+    seconds = {}
+    for step, (command, *options) in steps.items():
+        exe = Path(sys.executable).with_name(command)
+        start = time.perf_counter()
+        subprocess.run([str(exe), "-d", str(dataset_id), *options], env=env, check=True, capture_output=True)
+        seconds[step] = round(time.perf_counter() - start, 1)
+    seconds["total_s"] = round(sum(seconds.values()), 1)
+    return seconds
+
+
+def conversion_figures(tmp: Path, args: argparse.Namespace) -> dict:
+    """Parts 1-4: conversion and floor speeds, the extrapolation, the compression table."""
+    results: dict = {}
     start = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    pairs = make_tree(tmp / "tree", args.pairs, args.size)
+    results["tree"] = {"pairs": pairs, "size": args.size, "generate_s": round(time.perf_counter() - start, 1)}
+    timings = {}
+    for workers in (1, 2):
+        timings[f"floor_np{workers}"] = time_floor(tmp / "tree", tmp / f"floor{workers}", workers)
+        timings[f"convert_np{workers}"] = time_conversion(
+            tmp / "tree", tmp / f"raw{workers}" / "Dataset501_PCLT20K", workers, DEFAULT_COMPRESSION
+        )
+    results["pairs_per_s"] = {k: round(pairs / v, 1) for k, v in timings.items()}
+    results["convert_over_floor"] = {
+        f"np{w}": round(timings[f"convert_np{w}"] / timings[f"floor_np{w}"], 2) for w in (1, 2)
+    }
+    results["extrapolated_full_minutes_np2"] = round(PAPER_PAIRS / (pairs / timings["convert_np2"]) / 60, 1)
+    results["compression"] = compression_table(converted_arrays(tmp / "tree", args.size_pairs), tmp / "sizes")
+    results["default_compression"] = DEFAULT_COMPRESSION
+    results["load_average_after_conversion"] = os.getloadavg()
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,43 +209,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-pairs", type=int, default=100, help="pairs used for the size table")
     parser.add_argument("--pp-pairs", type=int, default=360, help="pairs of the preprocessing tree")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--preprocessing-only", action="store_true", help="only part 5 (the preprocessing comparison)"
+    )
     args = parser.parse_args(argv)
     results: dict = {"load_average_start": os.getloadavg(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="cipa-conversion-bench-") as tmp:
         tmp = Path(tmp)
-        start = time.perf_counter()
-        pairs = make_tree(tmp / "tree", args.pairs, args.size)
-        results["tree"] = {
-            "pairs": pairs,
-            "size": args.size,
-            "generate_s": round(time.perf_counter() - start, 1),
-        }
-        timings = {}
-        for workers in (1, 2):
-            timings[f"floor_np{workers}"] = time_floor(tmp / "tree", tmp / f"floor{workers}", workers)
-            timings[f"convert_np{workers}"] = time_conversion(
-                tmp / "tree", tmp / f"raw{workers}" / "Dataset501_PCLT20K", workers, DEFAULT_COMPRESSION
-            )
-        results["pairs_per_s"] = {k: round(pairs / v, 1) for k, v in timings.items()}
-        results["convert_over_floor"] = {
-            f"np{w}": round(timings[f"convert_np{w}"] / timings[f"floor_np{w}"], 2) for w in (1, 2)
-        }
-        results["extrapolated_full_minutes_np2"] = round(
-            PAPER_PAIRS / (pairs / timings["convert_np2"]) / 60, 1
-        )
-        results["compression"] = compression_table(
-            converted_arrays(tmp / "tree", args.size_pairs), tmp / "sizes"
-        )
-        results["default_compression"] = DEFAULT_COMPRESSION
+        if not args.preprocessing_only:
+            results.update(conversion_figures(tmp, args))
         pp_tree = tmp / "pp_tree"
         pp_pairs = make_tree(pp_tree, args.pp_pairs, args.size)
-        slices_s = time_preprocessing(pp_tree, tmp / "pp_slices", False, 991)
-        volumes_s = time_preprocessing(pp_tree, tmp / "pp_volumes", True, 992)
+        slices = time_preprocessing(pp_tree, tmp / "pp_slices", False, 991)
+        volumes = time_preprocessing(pp_tree, tmp / "pp_volumes", True, 992)
         results["preprocessing_2d"] = {
             "pairs": pp_pairs,
-            "slice_cases_s": round(slices_s, 1),
-            "volume_cases_s": round(volumes_s, 1),
-            "speed_up": round(slices_s / volumes_s, 2),
+            "slice_cases": slices,
+            "volume_cases": volumes,
+            "speed_up": {k: round(slices[k] / volumes[k], 2) for k in slices},
         }
     results["load_average_end"] = os.getloadavg()
     print(json.dumps(results, indent=2))
