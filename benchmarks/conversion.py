@@ -200,6 +200,20 @@ def conversion_figures(tmp: Path, args: argparse.Namespace) -> dict:
     return results
 
 
+def preprocessing_figures(tmp: Path, args: argparse.Namespace) -> dict:
+    """Part 5: nnU-Net's 2d planning and preprocessing of the same pixels as slice and as volume cases."""
+    pp_tree = tmp / "pp_tree"
+    pp_pairs = make_tree(pp_tree, args.pp_pairs, args.size)
+    slices = time_preprocessing(pp_tree, tmp / "pp_slices", False, 991)
+    volumes = time_preprocessing(pp_tree, tmp / "pp_volumes", True, 992)
+    return {
+        "pairs": pp_pairs,
+        "slice_cases": slices,
+        "volume_cases": volumes,
+        "speed_up": {k: round(slices[k] / volumes[k], 2) for k in slices},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -210,24 +224,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pp-pairs", type=int, default=360, help="pairs of the preprocessing tree")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
-        "--preprocessing-only", action="store_true", help="only part 5 (the preprocessing comparison)"
+        "--part",
+        choices=("all", "conversion", "preprocessing"),
+        default="all",
+        help="conversion: parts 1-4 only; preprocessing: part 5 only (default all)",
     )
     args = parser.parse_args(argv)
     results: dict = {"load_average_start": os.getloadavg(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="cipa-conversion-bench-") as tmp:
         tmp = Path(tmp)
-        if not args.preprocessing_only:
+        if args.part in ("all", "conversion"):
             results.update(conversion_figures(tmp, args))
-        pp_tree = tmp / "pp_tree"
-        pp_pairs = make_tree(pp_tree, args.pp_pairs, args.size)
-        slices = time_preprocessing(pp_tree, tmp / "pp_slices", False, 991)
-        volumes = time_preprocessing(pp_tree, tmp / "pp_volumes", True, 992)
-        results["preprocessing_2d"] = {
-            "pairs": pp_pairs,
-            "slice_cases": slices,
-            "volume_cases": volumes,
-            "speed_up": {k: round(slices[k] / volumes[k], 2) for k in slices},
-        }
+        if args.part in ("all", "preprocessing"):
+            results["preprocessing_2d"] = preprocessing_figures(tmp, args)
     results["load_average_end"] = os.getloadavg()
     print(json.dumps(results, indent=2))
     if args.json:

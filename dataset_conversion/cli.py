@@ -44,7 +44,7 @@ def _add_common_options(p: argparse.ArgumentParser, ct_window_help: str) -> None
         choices=COMPRESSION_LEVELS,
         default=DEFAULT_COMPRESSION,
         metavar="LEVEL",
-        help=f"gzip level 0..9 of the .nii.gz files (default {DEFAULT_COMPRESSION}: fastest, "
+        help=f"gzip level 0..9 of the .nii.gz files (default {DEFAULT_COMPRESSION}, the fastest measured; "
         "see docs/benchmarks.md)",
     )
     p.add_argument(

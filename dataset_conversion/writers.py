@@ -30,7 +30,7 @@ _STAGING_MARK = ".partial-"
 # when it is installed: the same gzip format, about three times faster than zlib's level 1.
 # The default is chosen from the measurements in docs/benchmarks.md (benchmarks/conversion.py).
 COMPRESSION_LEVELS = tuple(range(10))
-DEFAULT_COMPRESSION = 1
+DEFAULT_COMPRESSION = 2
 ISAL_LEVELS = (1, 2, 3)
 
 try:
