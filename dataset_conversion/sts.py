@@ -219,6 +219,7 @@ def _write_patient(
             provenance={
                 "z_index": k,
                 "z_mm": vols.ct_hu.TransformIndexToPhysicalPoint((0, 0, k))[2],
+                "slice_spacing_mm": vols.ct_hu.GetSpacing()[2],  # a 2D file keeps no z spacing
                 "suv_factor": vols.provenance["suv"]["factor"],
             },
             dicom_source=series_provenance(vols.ct_stack, k, 1) if vols.ct_stack else None,
@@ -261,7 +262,12 @@ def _write_patient_with_context(
             test=test,
             provenance={**vols.provenance, "z_range": [lo, hi], "context_slices": k}
             if in_3d
-            else {"z_index": lo, "suv_factor": vols.provenance["suv"]["factor"], "context_slices": k},
+            else {
+                "z_index": lo,
+                "slice_spacing_mm": vols.ct_hu.GetSpacing()[2],
+                "suv_factor": vols.provenance["suv"]["factor"],
+                "context_slices": k,
+            },
             dicom_source=series_provenance(vols.ct_stack, lo, hi - lo) if vols.ct_stack else None,
         )
     return len(keep) if options.mode == "2d" else 1
@@ -303,6 +309,7 @@ def _dataset_record(options: StsOptions) -> tuple[dict, DatasetDescription, dict
         "ct_units": "HU",
         "ct_window": list(options.ct_window),
         "pet_units": "SUVbw",
+        "pet_unit": "SUVbw",  # machine-readable
         "pet_resampling": "linear onto the CT grid, fill 0",
         "mode": options.mode,
         "roi": list(options.names()),

@@ -20,7 +20,9 @@ from typing import Any
 from nnunetv2_cipa.evaluation import cases as C
 from nnunetv2_cipa.evaluation import overlays as O
 from nnunetv2_cipa.evaluation import report as R
+from nnunetv2_cipa.evaluation.dataset_facts import recorded_slice_spacing
 from nnunetv2_cipa.evaluation.grouping import DEFAULT_PATIENT_PATTERN, patient_map
+from nnunetv2_cipa.evaluation.lesions import CONNECTIVITIES
 
 
 def model_name_from_folder(folder: Path) -> str:
@@ -61,9 +63,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lesion-connectivity",
-        choices=("full", "face"),
+        choices=CONNECTIVITIES,
         default="full",
-        help="lesion components: full = 8/26-neighbourhood, face = 4/6 (default full)",
+        help="lesion components: full = 8/26-neighbourhood, edge = 8/18 (autoPET), face = 4/6 (default full)",
     )
     parser.add_argument(
         "--lesion-min-overlap", type=int, default=1, help="pixels of overlap to detect a lesion"
@@ -162,7 +164,7 @@ def evaluate_model(
         "pred": str(pred_dir),
         "missing_predictions": missing,
         "predictions_without_truth": extra,
-        **R.summarise(records, patient_of, rule, options),
+        **R.summarise(records, patient_of, rule, options, recorded_slice_spacing(dataset_dir)),
     }
     return entry, records
 
