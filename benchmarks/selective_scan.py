@@ -150,10 +150,12 @@ def _runner(method: str, inputs, grad_out, device: str, with_grad: bool):
         return selective_scan(*args, delta_softplus=True, backend=method)
 
     if not with_grad:
+
         def run():
             with torch.no_grad():
                 call(inputs)
             _sync(device)
+
         return run
 
     leaves = [t.detach().clone().requires_grad_() for t in inputs]
@@ -163,6 +165,7 @@ def _runner(method: str, inputs, grad_out, device: str, with_grad: bool):
             t.grad = None
         call(leaves).backward(grad_out)
         _sync(device)
+
     return run
 
 
@@ -187,8 +190,9 @@ def bench_shape(shape: Shape, methods, args, dtype, device):
             use_inputs, use_grad = _truncate(inputs, steps), grad_out[..., :steps].contiguous()
             notes.append(f"reference timed on L'={steps} of {shape.length} steps and scaled x{scale:.1f} (*)")
         if method == "fulltensor" and 6 * full_elems * 4 > args.full_max_bytes:
-            notes.append(f"fulltensor skipped: ~6 x {full_elems * 4 / 1e9:.1f} GB tensors exceed "
-                         f"--full-max-bytes")
+            notes.append(
+                f"fulltensor skipped: ~6 x {full_elems * 4 / 1e9:.1f} GB tensors exceed --full-max-bytes"
+            )
             continue
         plans[method] = {
             "fwd": _runner(method, use_inputs, use_grad, device, False),
@@ -249,12 +253,16 @@ def gpu_target_lines(results, floors: dict[tuple[str, str], float]) -> list[str]
         if mamba:
             for kind, ours, theirs in (("fwd", tf, mamba[0]), ("f+b", tfb, mamba[1])):
                 ratio = ours / theirs
-                lines.append(f"target: cuda {kind} / mamba {kind} at {name}: {ratio:.2f}, "
-                             f"{'met' if ratio <= 1.0 else 'NOT met'}")
+                lines.append(
+                    f"target: cuda {kind} / mamba {kind} at {name}: {ratio:.2f}, "
+                    f"{'met' if ratio <= 1.0 else 'NOT met'}"
+                )
         for kind, ours in (("fwd", tf), ("f+b", tfb)):
             ratio = ours / floors[(name, kind)]
-            lines.append(f"target: cuda {kind} within 3x of the memory-traffic floor at {name}: "
-                         f"{ratio:.2f}x the floor, {'met' if ratio <= 3.0 else 'NOT met'}")
+            lines.append(
+                f"target: cuda {kind} within 3x of the memory-traffic floor at {name}: "
+                f"{ratio:.2f}x the floor, {'met' if ratio <= 3.0 else 'NOT met'}"
+            )
     return lines
 
 
@@ -265,27 +273,39 @@ def target_lines(results: dict[tuple[str, str], tuple[float, float, bool]]) -> l
     if ref and ours:
         speedup = ref[1] / ours[1]
         how = " (reference scaled from its truncated run, see the notes)" if ref[2] else ""
-        lines.append(f"target: torch f+b >= 4x faster than reference at ss2d-s0: {speedup:.2f}x, "
-                     f"{'met' if speedup >= 4 else 'NOT met'}{how}")
+        lines.append(
+            f"target: torch f+b >= 4x faster than reference at ss2d-s0: {speedup:.2f}x, "
+            f"{'met' if speedup >= 4 else 'NOT met'}{how}"
+        )
     for (name, method), (_, tfb, _) in results.items():
         if method == "fulltensor" and (name, "torch") in results:
             ratio = results[(name, "torch")][1] / tfb
-            lines.append(f"target: torch f+b within 1.2x of the doc's best CPU algorithm (fulltensor seq) at "
-                         f"{name}: {ratio:.2f}x, {'met' if ratio <= 1.2 else 'NOT met'}")
+            lines.append(
+                f"target: torch f+b within 1.2x of the doc's best CPU algorithm (fulltensor seq) at "
+                f"{name}: {ratio:.2f}x, {'met' if ratio <= 1.2 else 'NOT met'}"
+            )
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default=None, help=f"comma list from {sorted(SHAPES)} (default: all)")
-    parser.add_argument("--methods", default=None,
-                        help="comma list of reference,torch,fulltensor,cuda,mamba (default: all available)")
-    parser.add_argument("--quick", action="store_true",
-                        help="1 timed round, shapes " + ",".join(QUICK_SHAPES))
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help="comma list of reference,torch,fulltensor,cuda,mamba (default: all available)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1 timed round, shapes " + ",".join(QUICK_SHAPES)
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds (median reported)")
     parser.add_argument("--ref-repeats", type=int, default=1, help="timed rounds for the slow reference")
-    parser.add_argument("--ref-max-elements", type=int, default=1 << 26,
-                        help="largest L*batch*K*D*N the reference runs on in full (else truncated, scaled)")
+    parser.add_argument(
+        "--ref-max-elements",
+        type=int,
+        default=1 << 26,
+        help="largest L*batch*K*D*N the reference runs on in full (else truncated, scaled)",
+    )
     parser.add_argument("--full-max-bytes", type=float, default=6e9, help="memory cap for 'fulltensor'")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -315,10 +335,14 @@ def main(argv: list[str] | None = None) -> int:
             print("note: mamba-ssm's selective_scan_cuda is not importable; the mamba column is left out")
             methods.remove("mamba")
 
-    print(f"# selective_scan benchmark: device={device}, torch {torch.__version__}, threads="
-          f"{torch.get_num_threads()}, dtype={args.dtype}, rounds={args.repeats} (median)")
-    header = ("| shape | Bt x (K*Dk) x L, N | method | fwd ms | f+b ms | fwd x torch | f+b x torch | "
-              "fwd GB/s | f+b GB/s | fwd cpu-ms | f+b cpu-ms | f+b cpu x torch |")
+    print(
+        f"# selective_scan benchmark: device={device}, torch {torch.__version__}, threads="
+        f"{torch.get_num_threads()}, dtype={args.dtype}, rounds={args.repeats} (median)"
+    )
+    header = (
+        "| shape | Bt x (K*Dk) x L, N | method | fwd ms | f+b ms | fwd x torch | f+b x torch | "
+        "fwd GB/s | f+b GB/s | fwd cpu-ms | f+b cpu-ms | f+b cpu x torch |"
+    )
     print(header)
     print("|" + "---|" * 12)
     all_notes = []
@@ -344,16 +368,21 @@ def main(argv: list[str] | None = None) -> int:
             def ratio(t, base):
                 return f"{t / base:.2f}" if (t and base) else "-"
 
-            print(f"| {name} | {dims} | {method} | {tf * 1e3:.1f}{mark} | {tfb * 1e3:.1f}{mark} | "
-                  f"{ratio(tf, base_f)} | {ratio(tfb, base_fb)} | {fwd_bytes / tf / 1e9:.2f} | "
-                  f"{fb_bytes / tfb / 1e9:.2f} | {cpu_medians[(method, 'fwd')] * 1e3:.1f}{mark} | "
-                  f"{cpu_medians[(method, 'f+b')] * 1e3:.1f}{mark} | "
-                  f"{ratio(cpu_medians[(method, 'f+b')], base_cpu)} |", flush=True)
+            print(
+                f"| {name} | {dims} | {method} | {tf * 1e3:.1f}{mark} | {tfb * 1e3:.1f}{mark} | "
+                f"{ratio(tf, base_f)} | {ratio(tfb, base_fb)} | {fwd_bytes / tf / 1e9:.2f} | "
+                f"{fb_bytes / tfb / 1e9:.2f} | {cpu_medians[(method, 'fwd')] * 1e3:.1f}{mark} | "
+                f"{cpu_medians[(method, 'f+b')] * 1e3:.1f}{mark} | "
+                f"{ratio(cpu_medians[(method, 'f+b')], base_cpu)} |",
+                flush=True,
+            )
     for line in target_lines(results):
         print(line)
     if bandwidth:
-        print(f"note: device copy bandwidth this run {bandwidth / 1e9:.0f} GB/s (read + write); "
-              f"floor = minimum bytes / that bandwidth")
+        print(
+            f"note: device copy bandwidth this run {bandwidth / 1e9:.0f} GB/s (read + write); "
+            f"floor = minimum bytes / that bandwidth"
+        )
         for line in gpu_target_lines(results, floors):
             print(line)
     for note in all_notes:

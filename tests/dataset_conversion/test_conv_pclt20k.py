@@ -231,11 +231,11 @@ def test_interrupted_run_leaves_previous_dataset_intact(tmp_path, monkeypatch):
     calls = {"n": 0}
     real = dataset_writer.write_image_atomic
 
-    def failing_write(image, path):
+    def failing_write(image, path, *args):
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt  # like Ctrl-C in the middle of the second case
-        real(image, path)
+        real(image, path, *args)
 
     monkeypatch.setattr(dataset_writer, "write_image_atomic", failing_write)
     with pytest.raises(KeyboardInterrupt):
