@@ -260,7 +260,8 @@ def _run_case(args: argparse.Namespace, log: ConversionLog) -> int:
         num_processes=args.num_processes,
     )
     print("wrote " + ", ".join(str(p) for p in paths))
-    print(f"warnings: {len(log.warnings)} (listed in {paths[-1].name})")
+    record = next(p for p in paths if p.name.endswith(".conversion.json"))
+    print(f"warnings: {len(log.warnings)} (listed in {record.name})")
     return 0
 
 
