@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+import pickle
 import subprocess
 import sys
 
@@ -12,23 +13,20 @@ import pytest
 import torch
 
 from nnunetv2_cipa.architectures import PRESETS
-from nnunetv2_cipa.trainers import discovery
-from nnunetv2_cipa.trainers.cipa_trainer import CIPA_PLANS_KEY, cipa_batch_size, cipa_patch_size
-from nnunetv2_cipa.trainers.normalization import (
+from nnunetv2_cipa.plans.normalization import (
     FIXED_WINDOW_KEY,
     NormalizationError,
     apply_fixed_window_to_plans,
     check_normalization,
 )
+from nnunetv2_cipa.trainers import discovery, short_schedules, variants
+from nnunetv2_cipa.trainers.cipa_trainer import CIPA_PLANS_KEY, cipa_batch_size, cipa_patch_size
 from nnunetv2_cipa.trainers.schedule import WarmupCosineLR, warmup_cosine_factor
-from nnunetv2_cipa.trainers.variants import (
-    __all__ as TRAINER_NAMES,
-)
+from nnunetv2_cipa.trainers.short_schedules import schedule_trainer_name
 from nnunetv2_cipa.trainers.variants import (
     nnUNetTrainerCIPA,
     nnUNetTrainerCIPA_noDCIM,
     nnUNetTrainerCIPA_small,
-    nnUNetTrainerCIPA_small_smoke,
 )
 
 
@@ -134,7 +132,7 @@ def test_plans_forcing_rejects_3d_and_unknown_configuration():
         nnUNetTrainerCIPA._force_cipa_plans(plans, "2d_missing")
 
 
-def test_build_network_from_plans_alone_and_signature():
+def test_build_network_from_plans_alone_and_signature(smoke_trainer):
     """The predictor calls build_network_architecture on the class with nnU-Net's 2.7+ parameter names."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -147,12 +145,12 @@ def test_build_network_from_plans_alone_and_signature():
         "enable_deep_supervision",
     ]
     plans = _plans(patch=(64, 64))
-    nnUNetTrainerCIPA_small_smoke._force_cipa_plans(plans, "2d")
+    smoke_trainer._force_cipa_plans(plans, "2d")
     pm = PlansManager(plans)
     cm = pm.get_configuration("2d")
     # the base class (not the variant) rebuilds the same network from the plans: as the predictor would
     net = nnUNetTrainerCIPA.build_network_architecture(pm, cm, 2, 1, enable_deep_supervision=False)
-    trained = nnUNetTrainerCIPA_small_smoke.build_network_architecture(pm, cm, 2, 1, True)
+    trained = smoke_trainer.build_network_architecture(pm, cm, 2, 1, True)
     net.load_state_dict(trained.state_dict(), strict=True)
     out = net.eval()(torch.zeros(1, 2, 64, 64))
     assert isinstance(out, torch.Tensor) and out.shape == (1, 1, 64, 64)
@@ -174,9 +172,53 @@ def test_variant_overrides_reach_network():
     assert net.dcim is None and net.crm is not None and net.num_classes == 2
 
 
-def test_trainer_names_are_nnunet_safe():
-    for name in TRAINER_NAMES:
-        assert "__" not in name and name.startswith("nnUNetTrainerCIPA")
+def test_every_exported_trainer_resolves_to_itself_and_survives_nnunet_folder_names():
+    """The names nnU-Net looks up (re-export module, short schedules) give that class, and a results
+    folder name built from them parses back into the same (trainer, plans, configuration)."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.file_path_utilities import (
+        convert_identifier_to_trainer_plans_config,
+        convert_trainer_plans_config_to_identifier,
+    )
+
+    sys.path.insert(0, str(discovery.ext_folder()))
+    try:
+        import nnunetv2_cipa_trainers as shim  # noqa: PLC0415 - imported as nnU-Net imports it
+    finally:
+        sys.path.pop(0)
+    names = [*variants.__all__, schedule_trainer_name("nnUNetTrainerCIPA_small", 3, 2)]
+    for name in names:
+        trainer = getattr(shim, name)
+        assert issubclass(trainer, nnUNetTrainer) and trainer.__name__ == name
+        identifier = convert_trainer_plans_config_to_identifier(name, "nnUNetPlans", "2d")
+        assert convert_identifier_to_trainer_plans_config(identifier) == [name, "nnUNetPlans", "2d"]
+
+
+def test_short_schedule_trainers_are_made_by_name_and_pickle():
+    name = schedule_trainer_name("nnUNetTrainerCIPA_small", 12, 20)
+    assert name == "nnUNetTrainerCIPA_small_12epochs_20iters"
+    trainer = short_schedules.schedule_trainer(name)
+    assert issubclass(trainer, nnUNetTrainerCIPA_small) and trainer.cipa_config == PRESETS["small"]
+    assert (trainer.cipa_num_epochs, trainer.cipa_iterations_per_epoch) == (12, 20)
+    assert trainer.cipa_val_iterations_per_epoch == short_schedules.VALIDATION_ITERATIONS
+    import nnunetv2_cipa.trainers as trainers_package
+
+    assert getattr(trainers_package, name) is trainer is getattr(short_schedules, name)
+    assert pickle.loads(pickle.dumps(trainer)) is trainer
+    no_dcim = short_schedules.schedule_trainer("nnUNetTrainerCIPA_noDCIM_2epochs_1iters")
+    assert no_dcim.cipa_config.dcim is False
+    for bad in ("nnUNetTrainerCIPA_small_0epochs_20iters", "nnUNetTrainerCIPA_small_5epochs_2epochs_1iters",
+                "nnUNetTrainerCIPA_large_2epochs_1iters", "nnUNetTrainerCIPA_small_12epochs"):
+        assert short_schedules.schedule_trainer(bad) is None
+        assert not hasattr(short_schedules, bad)
+    with pytest.raises(ValueError, match="not a CIPA trainer"):
+        schedule_trainer_name("nnUNetTrainer", 2, 1)
+
+
+def test_nnunet_lookup_finds_a_short_schedule_in_a_fresh_interpreter():
+    ok, detail = discovery.check_lookup("nnUNetTrainerCIPA_small_4epochs_3iters")
+    assert ok, detail
+    assert detail == "nnunetv2_cipa.trainers.short_schedules.nnUNetTrainerCIPA_small_4epochs_3iters"
 
 
 def test_schedule_warmup_then_cosine_and_stateless_resume():
@@ -262,7 +304,7 @@ def test_pth_line_is_guarded_and_extends_variable(tmp_path):
 def test_shim_is_harmless_without_the_package(tmp_path):
     """A shim left behind after `pip uninstall` must not break nnU-Net's lookup of other trainers."""
     shim = tmp_path / "leftover_shim.py"
-    shim.write_text(discovery._SHIM_TEXT)
+    shim.write_text(discovery.SHIM_TEXT)
     blocker = tmp_path / "nnunetv2_cipa"  # a broken package shadows the real one, as if uninstalled
     blocker.mkdir()
     (blocker / "__init__.py").write_text("raise ModuleNotFoundError('gone', name='nnunetv2_cipa')\n")
@@ -291,7 +333,8 @@ def test_ext_folder_module_reexports_the_same_classes():
 def test_fixed_window_command_updates_raw_fingerprint_and_plans(tmp_path, monkeypatch):
     import json
 
-    from nnunetv2_cipa.trainers.normalization import ORIGINAL_KEY, main
+    from nnunetv2_cipa.commands.fixed_window import main
+    from nnunetv2_cipa.plans.normalization import ORIGINAL_KEY
 
     raw = tmp_path / "raw" / "Dataset999_Test"
     pre = tmp_path / "pre" / "Dataset999_Test"
@@ -318,3 +361,34 @@ def test_fixed_window_command_updates_raw_fingerprint_and_plans(tmp_path, monkey
     fp = json.loads((pre / "dataset_fingerprint.json").read_text())
     assert fp["foreground_intensity_properties_per_channel"]["0"]["percentile_00_5"] == -1200.0
     assert fp[ORIGINAL_KEY]["0"]["percentile_00_5"] == -400.0  # originals kept, not silently lost
+
+
+def test_pretrained_encoder_is_recorded_in_the_log_and_the_plans(tmp_path):
+    """The checkpoint path comes from an environment variable, so what was loaded is written down:
+    the plans dict is the one nnU-Net saves as the results' plans.json and in checkpoints' init_args."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from nnunetv2_cipa.architectures import build_cipa
+    from nnunetv2_cipa.trainers.variants import PRETRAINED_PLANS_KEY, nnUNetTrainerCIPA_pretrained
+
+    source = build_cipa("small", patch_size=(64, 64))
+    path = tmp_path / "encoder.pth"
+    torch.save({"model": source.encoder.state_dict()}, path)
+    trainer = object.__new__(nnUNetTrainerCIPA_pretrained)  # only what the loading step touches
+    torch.manual_seed(1)
+    trainer.network, trainer.is_ddp = build_cipa("small", patch_size=(64, 64)), False
+    trainer.plans_manager = SimpleNamespace(plans={"dataset_name": "Dataset999_Test"})
+    log: list[str] = []
+    trainer.print_to_log_file = lambda *args, **kwargs: log.append(" ".join(map(str, args)))
+    record = trainer.load_pretrained_encoder(str(path))
+    assert trainer.plans_manager.plans[PRETRAINED_PLANS_KEY] == record
+    assert record == {
+        "path": str(path.resolve()),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "tensors_loaded": len(source.encoder.state_dict()),
+    }
+    assert str(path.resolve()) in log[0] and record["sha256"] in log[0]
+    torch.testing.assert_close(trainer.network.encoder.state_dict(), source.encoder.state_dict())
+    with pytest.raises(FileNotFoundError, match="NNUNETV2_CIPA_PRETRAINED"):
+        trainer.load_pretrained_encoder(str(tmp_path / "missing.pth"))
