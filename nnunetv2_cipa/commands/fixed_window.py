@@ -16,20 +16,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "(each mapped onto [-1.6, 1.6]) to an nnU-Net dataset's plans.",
     )
     parser.add_argument("-d", "--dataset", required=True, help="dataset id or DatasetXXX_Name")
-    parser.add_argument(
-        "--ct",
-        nargs=2,
-        type=float,
-        metavar=("LO", "HI"),
-        help="CT window in HU (default: cipa_conversion.ct_window of dataset.json)",
-    )
-    parser.add_argument(
-        "--pet",
-        nargs=2,
-        type=float,
-        metavar=("LO", "HI"),
-        help="PET window in SUV (default: 0 and cipa_conversion.pet_suv_max)",
-    )
+    for flag, default in (("--ct", "HU (default: cipa_conversion.ct_window of dataset.json)"),
+                          ("--pet", "SUV (default: 0 and cipa_conversion.pet_suv_max)")):
+        window = f"{flag[2:].upper()} window in {default}"
+        parser.add_argument(flag, nargs=2, type=float, metavar=("LO", "HI"), help=window)
     parser.add_argument("--preprocess", action="store_true", help="run nnUNetv2_preprocess -c 2d afterwards")
     return parser
 

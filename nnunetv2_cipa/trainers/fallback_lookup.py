@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nnunetv2_cipa.trainers.short_schedules import schedule_trainer
+from nnunetv2_cipa.trainers.short_schedules import module_getattr, schedule_trainer
 
 
 def find_trainer(name: str) -> type | None:
@@ -41,8 +41,4 @@ def find_trainer(name: str) -> type | None:
     return None
 
 
-def __getattr__(name: str) -> type:
-    trainer = find_trainer(name)
-    if trainer is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return trainer
+__getattr__ = module_getattr(find_trainer, __name__)

@@ -18,6 +18,7 @@ any trainer of :mod:`.variants` that is not already a short schedule.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 VALIDATION_ITERATIONS = 5
 NAME_PATTERN = re.compile(
@@ -67,8 +68,16 @@ def schedule_trainer(name: str) -> type | None:
     return trainer
 
 
-def __getattr__(name: str) -> type:
-    trainer = schedule_trainer(name)
-    if trainer is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return trainer
+def module_getattr(find: Callable[[str], type | None], module: str) -> Callable[[str], type]:
+    """A PEP 562 module ``__getattr__`` that answers trainer names with ``find(name)``."""
+
+    def __getattr__(name: str) -> type:
+        trainer = find(name)
+        if trainer is None:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        return trainer
+
+    return __getattr__
+
+
+__getattr__ = module_getattr(schedule_trainer, __name__)

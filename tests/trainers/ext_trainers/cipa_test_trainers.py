@@ -6,8 +6,6 @@ this file as the top-level module ``cipa_test_trainers`` when it looks a trainer
 
 from __future__ import annotations
 
-import torch
-
 from nnunetv2_cipa.trainers.variants import nnUNetTrainerCIPA_small
 
 
@@ -22,15 +20,8 @@ class nnUNetTrainerCIPA_small_smoke(nnUNetTrainerCIPA_small):
     reference_patch_size = (64, 64)
     reference_batch_size = 2
 
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),  # noqa: B008 - nnU-Net's own signature
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
+    def initialize(self):
+        super().initialize()
         self.save_every = 1
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
