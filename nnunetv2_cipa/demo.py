@@ -27,18 +27,10 @@ from pathlib import Path
 
 from nnunetv2_cipa.nnunet_commands import predict_command, shell_line
 from nnunetv2_cipa.synthetic import PhantomSpec, write_synthetic_dataset
+from nnunetv2_cipa.trainers.short_schedules import schedule_trainer_name
 
-# The demo's trainer and how its schedule reaches it.
-TRAINER = "nnUNetTrainerCIPA_small_envschedule"
-
-
-def schedule_environment(epochs: int, iterations: int) -> dict[str, str]:
-    """Environment that sets the demo trainer's schedule."""
-    return {
-        "NNUNETV2_CIPA_NUM_EPOCHS": str(epochs),
-        "NNUNETV2_CIPA_ITERATIONS_PER_EPOCH": str(iterations),
-        "NNUNETV2_CIPA_VAL_ITERATIONS": "5",
-    }
+# The demo's trainer, trained with the schedule its name gives (--epochs, --iterations).
+TRAINER = "nnUNetTrainerCIPA_small_demo"
 
 
 NNUNET_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
@@ -56,6 +48,7 @@ class DemoInputError(ValueError):
 @dataclass(frozen=True)
 class DemoPaths:
     nnunet: dict[str, Path]  # nnUNet_raw / _preprocessed / _results
+    trainer: str  # TRAINER with the demo's schedule, e.g. nnUNetTrainerCIPA_small_demo_12epochs_20iters
     raw: Path
     preprocessed: Path
     results: Path  # <trainer>__nnUNetPlans__2d
@@ -128,7 +121,6 @@ def demo_environment(folders: dict[str, Path], args: argparse.Namespace) -> dict
         path.mkdir(parents=True, exist_ok=True)
         env[var] = str(path)
     env.setdefault("nnUNet_n_proc_DA", "1")
-    env.update(schedule_environment(args.epochs, args.iterations))
     return env
 
 
@@ -157,9 +149,11 @@ def make_dataset(args: argparse.Namespace, folders: dict[str, Path]) -> DemoPath
         overwrite=args.fresh,
     )
     say(f"dataset {'reused' if reused else 'written'}: {raw}")
-    results = folders["nnUNet_results"] / raw.name / f"{TRAINER}__nnUNetPlans__2d"
+    trainer = schedule_trainer_name(TRAINER, args.epochs, args.iterations)
+    results = folders["nnUNet_results"] / raw.name / f"{trainer}__nnUNetPlans__2d"
     paths = DemoPaths(
         nnunet=folders,
+        trainer=trainer,
         raw=raw,
         preprocessed=folders["nnUNet_preprocessed"] / raw.name,
         results=results,
@@ -195,7 +189,7 @@ def train(args: argparse.Namespace, paths: DemoPaths, env: dict) -> None:
     settings = {"epochs": args.epochs, "iterations": args.iterations, "device": args.device}
     stamp = paths.fold / "demo_settings.json"
     same_settings = stamp.is_file() and json.loads(stamp.read_text()) == settings
-    command = ["nnUNetv2_train", str(args.dataset_id), "2d", args.fold, "-tr", TRAINER]
+    command = ["nnUNetv2_train", str(args.dataset_id), "2d", args.fold, "-tr", paths.trainer]
     command += ["-device", args.device, "--npz"]
     if same_settings and (paths.fold / "checkpoint_final.pth").is_file():
         say(f"trained model reused: {paths.fold}")
@@ -217,7 +211,7 @@ def predict_held_out(args: argparse.Namespace, paths: DemoPaths, env: dict) -> l
     """Predict imagesTs with the trained fold; returns the command (the demo prints it at the end)."""
     shutil.rmtree(paths.predictions, ignore_errors=True)
     command = predict_command(
-        paths.raw / "imagesTs", paths.predictions, args.dataset_id, TRAINER, (args.fold,),
+        paths.raw / "imagesTs", paths.predictions, args.dataset_id, paths.trainer, (args.fold,),
         device=args.device, tta=args.tta,
     )  # fmt: skip
     say(f"predicting {args.test_patients} held-out patient(s) (nnU-Net prints one line per case)")

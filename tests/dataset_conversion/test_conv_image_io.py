@@ -209,7 +209,7 @@ def test_evaluate_refuses_a_truncated_prediction_or_image_and_leaves_no_output(t
 
 
 def test_fixed_window_preprocess_refuses_a_truncated_raw_image(tmp_path, nnunet_dirs, capsys):
-    from nnunetv2_cipa.trainers import normalization
+    from nnunetv2_cipa.commands import fixed_window
 
     raw = nnunet_dirs["nnUNet_raw"] / "Dataset612_X"
     (raw / "imagesTr").mkdir(parents=True)
@@ -218,5 +218,5 @@ def test_fixed_window_preprocess_refuses_a_truncated_raw_image(tmp_path, nnunet_
     image = raw / "imagesTr" / "A_0000.nii.gz"
     sitk.WriteImage(volume(), str(image), useCompression=True)
     cut(image)
-    assert normalization.main(["-d", "612", "--pet", "0", "15", "--preprocess"]) == 2
+    assert fixed_window.main(["-d", "612", "--pet", "0", "15", "--preprocess"]) == 2
     assert f"{image}: truncated gzip stream" in capsys.readouterr().err
