@@ -66,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             module.selective_scan_torch(*leaves, delta_softplus=True).backward(grad)
             if round_index:  # round 0 warms up
                 times[name].append(time.perf_counter() - start)
-    print(f"# {args.shape}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"fwd+bwd seconds, {args.rounds} interleaved rounds")
+    print(
+        f"# {args.shape}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"fwd+bwd seconds, {args.rounds} interleaved rounds"
+    )
     print("| version | median | rounds | median / first version |")
     print("|---|---|---|---|")
     first = statistics.median(times[versions[0][0]])

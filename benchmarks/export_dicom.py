@@ -116,6 +116,7 @@ def main() -> None:
         )
         base = ["--pred", str(root / "pred"), "--images", str(root / "images")]
         base += ["--ct-dicom", str(root / "ct"), "--trainer", "nnUNetTrainerCIPA", "--quiet", "--overwrite"]
+
         def export(fmt: str) -> float:
             start = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):

@@ -56,8 +56,9 @@ def _loss(out) -> torch.Tensor:
 
 def bench_cpu(args) -> list[dict]:
     torch.manual_seed(0)
-    net = build_cipa(args.preset, patch_size=tuple(args.patch),
-                     channels_per_modality=args.channels_per_modality)
+    net = build_cipa(
+        args.preset, patch_size=tuple(args.patch), channels_per_modality=args.channels_per_modality
+    )
     x = torch.randn(1, 2, *args.patch)
     rows = []
 
@@ -73,8 +74,16 @@ def bench_cpu(args) -> list[dict]:
 
     t_fwd = _median_seconds(forward, args.repeats)
     t_noscan = _median_seconds(forward_no_scan, args.repeats)
-    rows.append({"device": "cpu", "what": "forward (eval)", "batch": 1, "dtype": "fp32", "seconds": t_fwd,
-                 "note": f"network without scans {t_noscan:.2f} s, scans {t_fwd - t_noscan:.2f} s"})
+    rows.append(
+        {
+            "device": "cpu",
+            "what": "forward (eval)",
+            "batch": 1,
+            "dtype": "fp32",
+            "seconds": t_fwd,
+            "note": f"network without scans {t_noscan:.2f} s, scans {t_fwd - t_noscan:.2f} s",
+        }
+    )
     if not args.skip_backward:
         net.train()
 
@@ -82,8 +91,16 @@ def bench_cpu(args) -> list[dict]:
             net.zero_grad(set_to_none=True)
             _loss(net(x)).backward()
 
-        rows.append({"device": "cpu", "what": "forward+backward (train)", "batch": 1, "dtype": "fp32",
-                     "seconds": _median_seconds(forward_backward, args.repeats), "note": ""})
+        rows.append(
+            {
+                "device": "cpu",
+                "what": "forward+backward (train)",
+                "batch": 1,
+                "dtype": "fp32",
+                "seconds": _median_seconds(forward_backward, args.repeats),
+                "note": "",
+            }
+        )
     return rows
 
 
@@ -91,8 +108,16 @@ def _bench_gpu_dtype(args, dtype_name: str) -> list[dict]:
     """Training step and forward at ``--gpu-batch`` in one precision; frees its memory on return."""
     torch.manual_seed(0)
     name = torch.cuda.get_device_name()
-    net = build_cipa(args.preset, patch_size=tuple(args.patch), deep_supervision=True,
-                     channels_per_modality=args.channels_per_modality).cuda().train()
+    net = (
+        build_cipa(
+            args.preset,
+            patch_size=tuple(args.patch),
+            deep_supervision=True,
+            channels_per_modality=args.channels_per_modality,
+        )
+        .cuda()
+        .train()
+    )
     optimizer = torch.optim.AdamW(param_groups(net, 0.01), lr=1e-4)
     x = torch.randn(args.gpu_batch, 2, *args.patch, device="cuda")
     use_bf16 = dtype_name == "bf16"
@@ -115,8 +140,12 @@ def _bench_gpu_dtype(args, dtype_name: str) -> list[dict]:
     t_fwd = _median_seconds(forward, args.repeats, torch.cuda.synchronize)
     common = {"device": name, "batch": args.gpu_batch, "dtype": dtype_name}
     return [
-        {**common, "what": "training step (DS, AdamW)", "seconds": t_step,
-         "note": f"peak memory {peak:.1f} GiB"},
+        {
+            **common,
+            "what": "training step (DS, AdamW)",
+            "seconds": t_step,
+            "note": f"peak memory {peak:.1f} GiB",
+        },
         {**common, "what": "forward (eval)", "seconds": t_fwd, "note": ""},
     ]
 
@@ -142,8 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--patch", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
     parser.add_argument("--channels-per-modality", type=int, default=1, choices=(1, 3))
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto: CPU, plus GPU when CUDA is available")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto: CPU, plus GPU when CUDA is available",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--gpu-batch", type=int, default=8)
@@ -162,12 +195,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
         rows += bench_gpu(args)
     with torch.device("meta"):
-        n_params = count_parameters(build_cipa(args.preset, patch_size=tuple(args.patch),
-                                               channels_per_modality=args.channels_per_modality))
+        n_params = count_parameters(
+            build_cipa(
+                args.preset, patch_size=tuple(args.patch), channels_per_modality=args.channels_per_modality
+            )
+        )
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("n/a",)
-    print(f"CIPA preset {args.preset}, patch {args.patch[0]}x{args.patch[1]}, {n_params} parameters; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"{platform.processor() or 'cpu'}, load average {load[0]} (shared machine: timings are noisy)")
+    print(
+        f"CIPA preset {args.preset}, patch {args.patch[0]}x{args.patch[1]}, {n_params} parameters; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+        f"{platform.processor() or 'cpu'}, load average {load[0]} (shared machine: timings are noisy)"
+    )
     print(_table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

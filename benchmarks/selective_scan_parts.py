@@ -62,10 +62,20 @@ def main(argv: list[str] | None = None) -> int:
     print("| part | chosen | us | alternative | us | alternative / chosen |")
     print("|---|---|---|---|---|---|")
     rows = [
-        ("exponential", "exp2(dt * A log2e)", lambda: torch.mul(dt.unsqueeze(-2), A_log2e).exp2_(),
-         "exp(dt * A)", lambda: torch.mul(dt.unsqueeze(-2), A).exp_()),
-        ("state contraction", "bmm (1xN)(NxDk)", lambda: torch.bmm(C.view(m, 1, n), h),
-         "bmm (DkxN)(Nx1)", lambda: torch.bmm(h_dn, C.view(m, n, 1))),
+        (
+            "exponential",
+            "exp2(dt * A log2e)",
+            lambda: torch.mul(dt.unsqueeze(-2), A_log2e).exp2_(),
+            "exp(dt * A)",
+            lambda: torch.mul(dt.unsqueeze(-2), A).exp_(),
+        ),
+        (
+            "state contraction",
+            "bmm (1xN)(NxDk)",
+            lambda: torch.bmm(C.view(m, 1, n), h),
+            "bmm (DkxN)(Nx1)",
+            lambda: torch.bmm(h_dn, C.view(m, n, 1)),
+        ),
     ]
     for part, chosen, fn_chosen, other, fn_other in rows:
         t_chosen, t_other = _median_us(fn_chosen), _median_us(fn_other)
@@ -81,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             selective_scan_torch(*inputs, delta_softplus=True)
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_SELF)
-        print(f"| {call + 1} | {wall:.3f} | {after.ru_minflt - before.ru_minflt} | "
-              f"{after.ru_stime - before.ru_stime:.3f} |")
+        print(
+            f"| {call + 1} | {wall:.3f} | {after.ru_minflt - before.ru_minflt} | "
+            f"{after.ru_stime - before.ru_stime:.3f} |"
+        )
     return 0
 
 

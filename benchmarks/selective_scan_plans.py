@@ -72,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, fwd+bwd ms "
-          f"(min of {args.repeats}); current SEQ_MIN_SLAB = {SEQ_MIN_SLAB}")
+    print(
+        f"# torch {torch.__version__}, {torch.get_num_threads()} threads, fwd+bwd ms "
+        f"(min of {args.repeats}); current SEQ_MIN_SLAB = {SEQ_MIN_SLAB}"
+    )
     print("| Bt x (K*Dk) x L, N | slab | " + " | ".join(PLANS) + " | automatic plan |")
     print("|" + "---|" * (len(PLANS) + 3))
     for batch, groups, per_group, n_state, length in LADDER:
@@ -86,8 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         auto = make_plan(length, slab)
         cells = " | ".join(f"{best[name] * 1e3:.1f}" for name in PLANS)
         kept = "kept" if auto.keep else "blocked"
-        print(f"| {batch} x ({groups}*{per_group}) x {length}, {n_state} | {slab} | {cells} "
-              f"| {auto.algorithm}, {auto.block_steps} steps, {kept} |", flush=True)
+        print(
+            f"| {batch} x ({groups}*{per_group}) x {length}, {n_state} | {slab} | {cells} "
+            f"| {auto.algorithm}, {auto.block_steps} steps, {kept} |",
+            flush=True,
+        )
     return 0
 
 

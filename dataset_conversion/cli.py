@@ -1,7 +1,8 @@
 """``nnunetv2_cipa convert {pclt20k,sts,case}``: parse options, call a converter, print a summary.
 
-Errors in the input end the run with one line ``error: <file or option>: <problem>`` and exit
-status 1; nothing half-written is left behind (see ``writers``).
+Errors in the input end the run with one line ``nnunetv2_cipa convert: error: <file or option>:
+<problem>`` and exit status 2 (1 for a failure while writing); nothing half-written is left behind
+(see ``writers``).
 """
 
 from __future__ import annotations
@@ -11,10 +12,49 @@ import json
 import sys
 from pathlib import Path
 
+from .context_slices import check_context_slices
 from .ct_window import PAPER_WINDOW, parse_window
 from .dataset_files import NORMALISATION_CHOICES, check_channel_normalisation, dataset_folder, raw_root
 from .errors import ConversionError, ConversionLog
+from .parallel import NNUNET_DEFAULT_PROCESSES, default_num_processes
 from .suv import SuvOverrides
+from .writers import COMPRESSION_LEVELS, DEFAULT_COMPRESSION
+
+
+def _add_common_options(p: argparse.ArgumentParser, ct_window_help: str) -> None:
+    """Options every ``convert`` subcommand has: CT window, workers, compression, context slices."""
+    p.add_argument(
+        "--ct-window",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=list(PAPER_WINDOW),
+        help=ct_window_help,
+    )
+    p.add_argument(
+        "-np",
+        dest="num_processes",
+        type=int,
+        default=None,
+        help="worker processes (default like nnU-Net's commands: $nnUNet_def_n_proc, else "
+        f"{NNUNET_DEFAULT_PROCESSES})",
+    )
+    p.add_argument(
+        "--compression",
+        type=int,
+        choices=COMPRESSION_LEVELS,
+        default=DEFAULT_COMPRESSION,
+        metavar="LEVEL",
+        help=f"gzip level 0..9 of the .nii.gz files (default {DEFAULT_COMPRESSION}, the fastest measured; "
+        "see docs/benchmarks.md)",
+    )
+    p.add_argument(
+        "--context-slices",
+        type=int,
+        default=0,
+        metavar="K",
+        help="2.5D: add CT and PET at slice offsets -K..+K as channels (default 0: CT and PET only)",
+    )
 
 
 def _add_dataset_options(p: argparse.ArgumentParser, default_id: int, default_name: str) -> None:
@@ -25,14 +65,7 @@ def _add_dataset_options(p: argparse.ArgumentParser, default_id: int, default_na
     g.add_argument("--dataset-name", default=default_name, help=f"dataset name (default {default_name})")
     g.add_argument("--raw-dir", help="nnU-Net raw folder (default: $nnUNet_raw)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing non-empty dataset folder")
-    g.add_argument(
-        "--ct-window",
-        type=float,
-        nargs=2,
-        metavar=("LO", "HI"),
-        default=list(PAPER_WINDOW),
-        help="HU window the CT channel is clipped to (default: the paper's -1200 -200)",
-    )
+    _add_common_options(g, "HU window the CT channel is clipped to (default: the paper's -1200 -200)")
     g.add_argument(
         "--ct-norm",
         default="zscore",
@@ -79,6 +112,17 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--allow-16bit", action="store_true", help="accept 16-bit PNGs, scaled by 1/257")
     p.add_argument(
         "--skip-incomplete", action="store_true", help="skip items missing a PNG instead of failing"
+    )
+    p.add_argument(
+        "--as-volumes",
+        action="store_true",
+        help="one 3D case per patient (items ordered by slice number) where the numbers are consecutive",
+    )
+    p.add_argument(
+        "--slice-thickness",
+        type=float,
+        default=None,
+        help="slice thickness in mm of --as-volumes cases (PCLT20K publishes none; default 3)",
     )
     _add_dataset_options(p, 501, "PCLT20K")
 
@@ -128,14 +172,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     c.add_argument("--pet", type=Path, required=True, help="PET DICOM folder or image file")
     c.add_argument("--out", type=Path, default=Path("imagesTs"), help="output folder (default ./imagesTs)")
     c.add_argument("--case-id", help="case identifier (default: from the CT path)")
-    c.add_argument(
-        "--ct-window",
-        type=float,
-        nargs=2,
-        metavar=("LO", "HI"),
-        default=list(PAPER_WINDOW),
-        help="HU window (must match training; default -1200 -200)",
-    )
+    _add_common_options(c, "HU window (must match training; default -1200 -200)")
     c.add_argument(
         "--pet-suv-factor",
         type=float,
@@ -182,65 +219,114 @@ def _print_summary(summary: dict, target: Path) -> None:
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     log = ConversionLog(quiet=args.quiet)
-    window = parse_window(args.ct_window)
+    args.ct_window = parse_window(args.ct_window)
+    if args.num_processes is None:
+        args.num_processes = default_num_processes()
+    if args.num_processes < 1:
+        raise ConversionError("-np", f"{args.num_processes} must be >= 1")
+    check_context_slices(args.context_slices)
     if args.source == "case":
-        from .new_case import convert_new_case
-
-        overrides = SuvOverrides(args.weight_kg, args.dose_bq, args.injection_datetime)
-        paths = convert_new_case(
-            args.ct,
-            args.pet,
-            args.out,
-            args.case_id,
-            window,
-            log,
-            args.overwrite,
-            args.pet_suv_factor,
-            overrides,
+        return _run_case(args, log)
+    if args.context_slices and (args.ct_norm, args.pet_norm) != ("zscore", "zscore"):
+        raise ConversionError(
+            "--context-slices",
+            "the channels of a 2.5D dataset are named CT-K..CT+K, PET-K..PET+K and get z-score; "
+            "--ct-norm/--pet-norm cannot be combined with it",
         )
-        print("wrote " + ", ".join(str(p) for p in paths))
-        print(f"warnings: {len(log.warnings)}")
-        return 0
     check_channel_normalisation(args.ct_norm, args.pet_norm, ct_is_clipped=True)
     target = dataset_folder(raw_root(args.raw_dir), args.dataset_id, args.dataset_name)
-    if args.source == "pclt20k":
-        from .pclt20k import PcltOptions, convert_pclt20k
-
-        options = PcltOptions(
-            ct_window=window,
-            pet_suv_max=args.pet_suv_max,
-            spacing_mm=args.spacing,
-            allow_16bit=args.allow_16bit,
-            skip_incomplete=args.skip_incomplete,
-            seed=args.seed,
-            n_folds=args.folds,
-            ct_norm=args.ct_norm,
-            pet_norm=args.pet_norm,
-        )
-        summary = convert_pclt20k(
-            args.root, target, options, args.overwrite, log, argv, progress=not args.quiet
-        )
-    else:
-        from .sts import StsOptions, convert_sts
-
-        options = StsOptions(
-            roi=args.roi,
-            roi_names=tuple(args.roi_names or ()),
-            slices=args.slices,
-            margin=args.margin,
-            mode=args.mode,
-            ct_window=window,
-            test_fraction=args.test_fraction,
-            test_patients=None if args.test_patients is None else tuple(args.test_patients),
-            seed=args.seed,
-            n_folds=args.folds,
-            ct_norm=args.ct_norm,
-            pet_norm=args.pet_norm,
-            overrides=_load_overrides(args.overrides),
-        )
-        summary = convert_sts(args.root, target, options, args.overwrite, log, argv, progress=not args.quiet)
+    convert = _run_pclt20k if args.source == "pclt20k" else _run_sts
+    summary = convert(args, target, log, argv)
     _print_summary(summary, target)
     return 0
+
+
+def _run_case(args: argparse.Namespace, log: ConversionLog) -> int:
+    from .new_case import convert_new_case
+
+    overrides = SuvOverrides(args.weight_kg, args.dose_bq, args.injection_datetime)
+    paths = convert_new_case(
+        args.ct,
+        args.pet,
+        args.out,
+        args.case_id,
+        args.ct_window,
+        log,
+        args.overwrite,
+        args.pet_suv_factor,
+        overrides,
+        compression=args.compression,
+        context_slices=args.context_slices,
+        num_processes=args.num_processes,
+    )
+    print("wrote " + ", ".join(str(p) for p in paths))
+    record = next(p for p in paths if p.name.endswith(".conversion.json"))
+    print(f"warnings: {len(log.warnings)} (listed in {record.name})")
+    return 0
+
+
+def _run_pclt20k(args: argparse.Namespace, target: Path, log: ConversionLog, argv: list[str]) -> dict:
+    from .pclt20k import DEFAULT_SLICE_THICKNESS_MM, PcltOptions, convert_pclt20k
+
+    options = PcltOptions(
+        ct_window=args.ct_window,
+        pet_suv_max=args.pet_suv_max,
+        spacing_mm=args.spacing,
+        allow_16bit=args.allow_16bit,
+        skip_incomplete=args.skip_incomplete,
+        seed=args.seed,
+        n_folds=args.folds,
+        ct_norm=args.ct_norm,
+        pet_norm=args.pet_norm,
+        as_volumes=args.as_volumes,
+        slice_thickness_mm=(
+            DEFAULT_SLICE_THICKNESS_MM if args.slice_thickness is None else args.slice_thickness
+        ),
+        context_slices=args.context_slices,
+    )
+    return convert_pclt20k(
+        args.root,
+        target,
+        options,
+        args.overwrite,
+        log,
+        argv,
+        progress=not args.quiet,
+        num_processes=args.num_processes,
+        compression=args.compression,
+    )
+
+
+def _run_sts(args: argparse.Namespace, target: Path, log: ConversionLog, argv: list[str]) -> dict:
+    from .sts import StsOptions, convert_sts
+
+    options = StsOptions(
+        roi=args.roi,
+        roi_names=tuple(args.roi_names or ()),
+        slices=args.slices,
+        margin=args.margin,
+        mode=args.mode,
+        ct_window=args.ct_window,
+        test_fraction=args.test_fraction,
+        test_patients=None if args.test_patients is None else tuple(args.test_patients),
+        seed=args.seed,
+        n_folds=args.folds,
+        ct_norm=args.ct_norm,
+        pet_norm=args.pet_norm,
+        overrides=_load_overrides(args.overrides),
+        context_slices=args.context_slices,
+    )
+    return convert_sts(
+        args.root,
+        target,
+        options,
+        args.overwrite,
+        log,
+        argv,
+        progress=not args.quiet,
+        num_processes=args.num_processes,
+        compression=args.compression,
+    )
 
 
 def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa convert") -> int:
@@ -248,8 +334,11 @@ def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa convert") -> 
     args = build_parser(prog).parse_args(argv)
     try:
         return _run(args, argv)
-    except ConversionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ConversionError as exc:  # bad input
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a failure while writing
+        print(f"{prog}: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 1
 
 

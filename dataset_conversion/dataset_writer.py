@@ -19,15 +19,56 @@ from .case_ids import CaseIdRegistry
 from .dataset_files import patient_grouped_folds
 from .dicom_provenance import write_provenance
 from .errors import ConversionLog
-from .writers import StagedFolder, write_image_atomic, write_json_atomic
+from .writers import DEFAULT_COMPRESSION, StagedFolder, write_image_atomic, write_json_atomic
 
 MANIFEST_NAME = "conversion_manifest.json"
 MAPPING_NAME = "case_mapping.csv"
 
 
+def write_case_files(
+    root: Path,
+    case_id: str,
+    test: bool,
+    channels: list[sitk.Image],
+    label: sitk.Image | None,
+    compression: int = DEFAULT_COMPRESSION,
+) -> None:
+    """Write one case's channel files ``_0000``, ``_0001``, ... and its label into dataset folder ``root``.
+
+    A module-level function so that worker processes can write cases into the staging folder.
+    """
+    images, labels = ("imagesTs", "labelsTs") if test else ("imagesTr", "labelsTr")
+    for c, channel in enumerate(channels):
+        write_image_atomic(channel, root / images / f"{case_id}_{c:04d}.nii.gz", compression)
+    if label is not None:
+        write_image_atomic(label, root / labels / f"{case_id}.nii.gz", compression)
+
+
+class CaseCollector:
+    """``DatasetWriter.add_case`` for a worker process: writes the files, keeps the records.
+
+    The main process hands the records to ``DatasetWriter.record_case`` in a fixed order.
+    """
+
+    def __init__(self, staging: Path, compression: int = DEFAULT_COMPRESSION):
+        self.staging = staging
+        self.compression = compression
+        self.records: list[dict] = []
+
+    def add_case(self, case_id: str, *, ct, pet, label, test: bool, dicom_source=None, **record) -> None:
+        channels = [*(ct if isinstance(ct, list) else [ct]), *(pet if isinstance(pet, list) else [pet])]
+        write_case_files(self.staging, case_id, test, channels, label, self.compression)
+        if dicom_source is not None:
+            write_provenance(dicom_source, self.staging / ("imagesTs" if test else "imagesTr"), case_id)
+        self.records.append({"case_id": case_id, "test": test, **record})
+
+
 class DatasetWriter:
-    def __init__(self, target: Path, overwrite: bool, log: ConversionLog):
+    def __init__(
+        self, target: Path, overwrite: bool, log: ConversionLog, compression: int = DEFAULT_COMPRESSION
+    ):
         self.staged = StagedFolder(target, overwrite)
+        self.compression = compression
         self.log = log
         self.ids = CaseIdRegistry()
         self.case_patient: dict[str, str] = {}
@@ -38,6 +79,11 @@ class DatasetWriter:
     @property
     def target(self) -> Path:
         return self.staged.target
+
+    @property
+    def staging(self) -> Path:
+        """The hidden folder cases are written to until ``finish`` renames it into place."""
+        return self.staged.path
 
     def __enter__(self) -> DatasetWriter:
         self.staged.__enter__()
@@ -54,23 +100,29 @@ class DatasetWriter:
         *,
         patient: str,
         source: str,
-        ct: sitk.Image,
-        pet: sitk.Image,
+        ct: sitk.Image | list[sitk.Image],
+        pet: sitk.Image | list[sitk.Image],
         label: sitk.Image | None,
         test: bool,
         provenance: dict | None = None,
         dicom_source: dict | None = None,
     ) -> None:
-        """Write one case; ``dicom_source`` (``dicom_provenance``) goes beside its images."""
+        """Write one CT/PET case and record it (``ct``/``pet`` may be lists: context-slice channels).
+
+        ``dicom_source`` (``dicom_provenance``) goes beside its images.
+        """
         self.ids.register(case_id, source)
-        images, labels = ("imagesTs", "labelsTs") if test else ("imagesTr", "labelsTr")
-        root = self.staged.path
-        write_image_atomic(ct, root / images / f"{case_id}_0000.nii.gz")
-        write_image_atomic(pet, root / images / f"{case_id}_0001.nii.gz")
-        if label is not None:
-            write_image_atomic(label, root / labels / f"{case_id}.nii.gz")
+        channels = [*(ct if isinstance(ct, list) else [ct]), *(pet if isinstance(pet, list) else [pet])]
+        write_case_files(self.staged.path, case_id, test, channels, label, self.compression)
         if dicom_source is not None:
-            write_provenance(dicom_source, root / images, case_id)
+            write_provenance(dicom_source, self.staged.path / ("imagesTs" if test else "imagesTr"), case_id)
+        self.record_case(case_id, patient=patient, source=source, test=test, provenance=provenance)
+
+    def record_case(
+        self, case_id: str, *, patient: str, source: str, test: bool, provenance: dict | None = None
+    ) -> None:
+        """Record a case whose files are already in the staging folder (written by a worker)."""
+        self.ids.register(case_id, source)
         self.case_patient[case_id] = patient
         self.case_source[case_id] = source
         if test:
@@ -120,6 +172,8 @@ class DatasetWriter:
                 ]
             )
         (root / MAPPING_NAME).write_text(buffer.getvalue())
+        if isinstance(manifest.get("summary"), dict):  # finishing can add warnings of its own
+            manifest["summary"]["warnings"] = len(self.log.warnings)
         manifest = {
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "pid": os.getpid(),

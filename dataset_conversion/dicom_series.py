@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
 from .errors import ConversionError, ConversionLog
+from .image_io import verify_image_file
 
 AXIS_TOLERANCE = 1e-3  # direction cosines further than this from an axis mean a tilted slice
 DUPLICATE_TOLERANCE_MM = 1e-3
@@ -174,6 +175,8 @@ def order_slices(files: list[Path], headers: list[Dataset], where: str, log: Con
 
 def read_volume(stack: SliceStack, where: str) -> sitk.Image:
     """Float32 volume in rescaled units (HU, Bq/ml...) with geometry from the sorted positions."""
+    for file in stack.files:  # SimpleITK would read a slice cut inside its pixel data
+        verify_image_file(file)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(f) for f in stack.files])
     reader.SetOutputPixelType(sitk.sitkFloat32)

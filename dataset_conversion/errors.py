@@ -20,6 +20,9 @@ class ConversionError(Exception):
         self.problem = " ".join(str(problem).split())
         super().__init__(f"{self.where}: {self.problem}")
 
+    def __reduce__(self):  # rebuilt from (where, problem) when a worker process sends it back
+        return (type(self), (self.where, self.problem))
+
 
 @dataclass
 class ConversionLog:
@@ -43,6 +46,17 @@ class ConversionLog:
 
     def note(self, where: str | Path, message: str) -> None:
         self.notes.append({"where": str(where), "message": message})
+
+    def absorb(self, warnings: list[dict], notes: list[dict]) -> None:
+        """Append records made by another log (a worker's), without printing them again."""
+        self.warnings.extend(warnings)
+        self.notes.extend(notes)
+
+    def echo(self, warnings: list[dict]) -> None:
+        """Print records made by another log (a worker's) as this log would have printed them."""
+        if not self.quiet:
+            for record in warnings:
+                _echo(f"WARNING {record['where']}: {record['message']}")
 
     def warnings_for(self, case: str) -> list[str]:
         return [w["message"] for w in self.warnings if w.get("case") == case]

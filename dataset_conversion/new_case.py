@@ -10,6 +10,8 @@ SUV); it is never guessed.
 from __future__ import annotations
 
 import os
+import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,20 +21,32 @@ import SimpleITK as sitk
 
 from .case_checks import check_case_arrays
 from .case_ids import sanitise_case_id
+from .context_slices import check_context_slices, shifted_stack
 from .ct_window import body_saturation, clip_hu, saturation_message
 from .dicom_index import SeriesInfo, index_folder
 from .dicom_provenance import provenance_path, series_provenance, write_provenance
 from .dicom_series import order_slices, read_volume
 from .errors import ConversionError, ConversionLog
+from .image_io import read_image
 from .resample import resample_onto
 from .suv import SuvOverrides, compute_suv_factor
-from .writers import _temporary_sibling, write_json_atomic
+from .writers import DEFAULT_COMPRESSION, _temporary_sibling, write_image, write_json_atomic
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
 
 
 def _is_image_file(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _require_input(path: Path, option: str) -> None:
+    """An input that is neither an existing DICOM folder nor an image file, named by what is wrong."""
+    if not path.exists():
+        raise ConversionError(path, f"{option}: does not exist")
+    if not path.is_dir():
+        raise ConversionError(
+            path, f"{option} must be a DICOM folder or an image file (.nii, .nii.gz, .mha, .mhd, .nrrd)"
+        )
 
 
 def _single_series(path: Path, modality: str, log: ConversionLog) -> SeriesInfo:
@@ -55,10 +69,7 @@ def _single_series(path: Path, modality: str, log: ConversionLog) -> SeriesInfo:
 
 
 def _read_file(path: Path, where: str) -> sitk.Image:
-    try:
-        image = sitk.ReadImage(str(path), sitk.sitkFloat32)
-    except RuntimeError as exc:
-        raise ConversionError(path, f"cannot read image: {str(exc).splitlines()[0]}") from exc
+    image = read_image(path, sitk.sitkFloat32)
     if image.GetDimension() != 3:
         raise ConversionError(path, f"{where} must be a 3D image, got {image.GetDimension()}D")
     return image
@@ -68,10 +79,7 @@ def load_ct(path: Path, log: ConversionLog) -> tuple[sitk.Image, dict]:
     path = Path(path)
     if _is_image_file(path):
         return _read_file(path, "CT"), {"ct_file": str(path)}
-    if not path.is_dir():
-        raise ConversionError(
-            path, "--ct must be a DICOM folder or an image file (.nii, .nii.gz, .mha, .nrrd)"
-        )
+    _require_input(path, "--ct")
     info = _single_series(path, "CT", log)
     stack = order_slices(info.files, info.headers(), str(path), log)
     return read_volume(stack, str(path)), {
@@ -97,10 +105,7 @@ def load_pet_suv(
             "suv_factor": suv_factor,
             "suv_source": "--pet-suv-factor",
         }
-    if not path.is_dir():
-        raise ConversionError(
-            path, "--pet must be a DICOM folder or an image file (.nii, .nii.gz, .mha, .nrrd)"
-        )
+    _require_input(path, "--pet")
     info = _single_series(path, "PT", log)
     stack = order_slices(info.files, info.headers(), str(path), log)
     if suv_factor is not None:
@@ -117,6 +122,13 @@ def load_pet_suv(
     return read_volume(stack, str(path)) * factor, record
 
 
+def case_id_from_path(path: Path) -> str:
+    """``SYN_012_0000.nii.gz`` -> ``SYN_012``: the file or folder name without endings and nnU-Net's
+    channel suffix, so that the written channels are not named ``SYN_012_0000_0000``."""
+    name = Path(str(path).rstrip("/")).name.split(".")[0]
+    return re.sub(r"_\d{4}$", "", name) or name
+
+
 def convert_new_case(
     ct_path: Path,
     pet_path: Path,
@@ -127,11 +139,19 @@ def convert_new_case(
     overwrite: bool = False,
     suv_factor: float | None = None,
     overrides: SuvOverrides | None = None,
+    *,
+    compression: int = DEFAULT_COMPRESSION,
+    context_slices: int = 0,
+    num_processes: int = 1,
 ) -> list[Path]:
     """Write ``<out>/<id>_0000.nii.gz`` (CT) and ``_0001`` (SUV) plus ``<id>.conversion.json``.
 
-    A DICOM CT also gets ``<id>.provenance.json`` (``dicom_provenance``), what ``export-dicom`` needs.
+    With ``context_slices`` K > 0 the channels are CT shifted by -K..+K slices, then PET likewise
+    (``context_slices``), i.e. ``_0000 .. _{4K+1}``. The channel files are compressed in
+    ``num_processes`` threads (the gzip libraries release the GIL). A DICOM CT also gets
+    ``<id>.provenance.json`` (``dicom_provenance``), what ``export-dicom`` needs.
     """
+    check_context_slices(context_slices)
     ct, ct_record = load_ct(ct_path, log)
     dicom_source = ct_record.pop("dicom_source", None)
     suv, pet_record = load_pet_suv(pet_path, log, suv_factor, overrides)
@@ -147,11 +167,12 @@ def convert_new_case(
             "patient coordinates",
         )
     if case_id is None:
-        case_id = Path(str(ct_path).rstrip("/")).name.split(".")[0]
+        case_id = case_id_from_path(ct_path)
     case_id = sanitise_case_id(case_id)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{case_id}_0000.nii.gz", out_dir / f"{case_id}_0001.nii.gz"]
+    n_channels = 2 * (2 * context_slices + 1)
+    paths = [out_dir / f"{case_id}_{c:04d}.nii.gz" for c in range(n_channels)]
     record_path = out_dir / f"{case_id}.conversion.json"
     source_path = provenance_path(out_dir, case_id)
     existing = [p for p in (*paths, record_path, source_path) if p.exists()]
@@ -165,21 +186,19 @@ def convert_new_case(
     suv_on_ct = resample_onto(suv, ct)
     ct_arr = clip_hu(hu, window)
     pet_arr = check_case_arrays(case_id, ct_arr, sitk.GetArrayFromImage(suv_on_ct), None, window, log)
+    pet_arr = pet_arr.astype(np.float32)
+    arrays = (
+        [ct_arr, pet_arr]
+        if not context_slices
+        else [*shifted_stack(ct_arr, context_slices), *shifted_stack(pet_arr, context_slices)]
+    )
     images = []
-    for arr in (ct_arr, pet_arr.astype(np.float32)):
+    for arr in arrays:
         img = sitk.GetImageFromArray(arr)
         img.CopyInformation(ct)
         images.append(img)
-    temporaries = [_temporary_sibling(p) for p in paths]
-    try:  # both channels first under temporary names, then two renames: no half case on errors
-        for img, tmp in zip(images, temporaries, strict=True):
-            sitk.WriteImage(img, str(tmp), useCompression=True)
-        for tmp, final in zip(temporaries, paths, strict=True):
-            os.replace(tmp, final)
-    finally:
-        for tmp in temporaries:
-            if tmp.exists():
-                tmp.unlink()
+    _write_channels(images, paths, compression, num_processes)
+    _remove_stale_channels(out_dir, case_id, paths)
     write_json_atomic(
         {
             "case_id": case_id,
@@ -188,6 +207,7 @@ def convert_new_case(
             "ct_window": list(window),
             "pet_units": "SUVbw",
             "pet_resampling": "linear onto CT, fill 0",
+            **({"context_slices": context_slices} if context_slices else {}),
             **ct_record,
             **pet_record,
             "overrides": asdict(overrides) if overrides else None,
@@ -199,3 +219,27 @@ def convert_new_case(
         return [*paths, record_path, write_provenance(dicom_source, out_dir, case_id)]
     source_path.unlink(missing_ok=True)  # an overwritten DICOM case must not keep its old source
     return [*paths, record_path]
+
+
+def _write_channels(images: list[sitk.Image], paths: list[Path], compression: int, workers: int) -> None:
+    """Every channel under a temporary name first, then the renames: no half case on errors."""
+    temporaries = [_temporary_sibling(p) for p in paths]
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(images)))) as pool:
+            list(
+                pool.map(lambda pair: write_image(*pair, compression), zip(images, temporaries, strict=True))
+            )
+        for tmp, final in zip(temporaries, paths, strict=True):
+            os.replace(tmp, final)
+    finally:
+        for tmp in temporaries:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def _remove_stale_channels(out_dir: Path, case_id: str, written: list[Path]) -> None:
+    """Channel files of an earlier conversion with more channels would be read as extra input."""
+    keep = {p.name for p in written}
+    for path in out_dir.glob(f"{case_id}_[0-9][0-9][0-9][0-9].nii.gz"):
+        if path.name not in keep:
+            path.unlink()

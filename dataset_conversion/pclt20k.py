@@ -15,6 +15,10 @@ Conversions (data_reference 1.4):
   whose values are only {0, 1} is read as 1 = tumour, with a warning (>= 128 would erase it).
 * empty masks are kept (CIPA evaluates them); their fraction per split is reported.
 
+Cases: one 2D case per item, or with ``--as-volumes`` one 3D case per patient (see
+``pclt20k_cases``); ``--context-slices K`` adds neighbouring slices as channels. Patients are
+converted by a pool of worker processes (``parallel``).
+
 Checks (table rows 1-8): split-list hygiene (CR/blank lines, duplicates, items in both lists or
 patients in both lists, listed items missing on disk, files in no list), triplet completeness,
 folder resolution, PNG mode/depth, shapes, id collisions.
@@ -26,21 +30,27 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-import SimpleITK as sitk
-from tqdm import tqdm
-
-from .case_checks import check_case_arrays
-from .case_ids import sanitise_case_id
+from .context_slices import check_context_slices
+from .conversion_record import DatasetDescription, finish_conversion
 from .ct_window import PAPER_WINDOW
-from .dataset_files import dataset_json
 from .dataset_writer import DatasetWriter
 from .errors import ConversionError, ConversionLog
+from .parallel import run_jobs
 from .parity import format_parity, parity_report
-from .pclt20k_png import read_grey_png
+from .pclt20k_cases import Item, PatientJob, PatientResult, convert_patient
+from .writers import DEFAULT_COMPRESSION
 
 KINDS = ("CT", "PET", "mask")
-EXPECTED_SHAPE = (512, 512)
+# PCLT20K publishes no slice thickness; 3 mm is a common thorax PET/CT reconstruction. It only
+# matters to nnU-Net's 3d configurations; it must exceed the in-plane spacing so that nnU-Net
+# treats z as the coarse axis and its 2d configuration cuts axial slices.
+DEFAULT_SLICE_THICKNESS_MM = 3.0
+ABOUT = DatasetDescription(
+    name="PCLT20K",
+    description="PCLT20K PET/CT lung tumour slices (CIPA, CVPR 2025)",
+    reference="Mei et al., CVPR 2025",
+    licence="non-commercial research only",
+)
 
 
 @dataclass
@@ -54,14 +64,9 @@ class PcltOptions:
     n_folds: int = 5
     ct_norm: str = "zscore"
     pet_norm: str = "zscore"
-
-
-@dataclass
-class Item:
-    name: str
-    patient: str
-    split: str
-    files: dict[str, Path]
+    as_volumes: bool = False
+    slice_thickness_mm: float = DEFAULT_SLICE_THICKNESS_MM
+    context_slices: int = 0
 
 
 def read_split_list(path: Path, log: ConversionLog) -> list[str]:
@@ -117,7 +122,8 @@ def _find_files(root: Path, name: str, log: ConversionLog, skip_incomplete: bool
 def collect_items(root: Path, log: ConversionLog, skip_incomplete: bool = False) -> list[Item]:
     """Items of both lists, after every list-level and patient-level check."""
     if not root.is_dir():
-        raise ConversionError(root, "PCLT20K root folder does not exist")
+        problem = "is a file; expected the PCLT20K root folder" if root.exists() else "does not exist"
+        raise ConversionError(root, f"PCLT20K root folder {problem}")
     lists = {split: read_split_list(root / f"{split}.txt", log) for split in ("train", "test")}
     both = sorted(set(lists["train"]) & set(lists["test"]))
     if both:
@@ -144,38 +150,85 @@ def collect_items(root: Path, log: ConversionLog, skip_incomplete: bool = False)
     return items
 
 
-def mask_to_binary(mask: np.ndarray, path: Path, log: ConversionLog, case: str) -> np.ndarray:
-    values = np.unique(mask)
-    if values.size and values.max() == 1:
-        log.warn(
-            path, "mask values are {0, 1}: read as 1 = tumour (the >= 128 rule would erase it)", case=case
+def _check_options(options: PcltOptions) -> None:
+    if options.pet_suv_max is not None and not options.pet_suv_max > 0:
+        raise ConversionError("--pet-suv-max", f"{options.pet_suv_max} must be > 0")
+    if not options.spacing_mm > 0:
+        raise ConversionError("--spacing", f"{options.spacing_mm} must be > 0")
+    if options.as_volumes and not options.slice_thickness_mm > options.spacing_mm:
+        raise ConversionError(
+            "--slice-thickness",
+            f"{options.slice_thickness_mm} must exceed the in-plane spacing {options.spacing_mm} "
+            "(else nnU-Net's 2d configuration does not cut axial slices)",
         )
-        return (mask >= 1).astype(np.uint8)
-    unexpected = set(values.tolist()) - {0, 255}
-    if unexpected:
-        log.warn(
-            path,
-            f"mask has {len(unexpected)} values other than 0/255 (e.g. {min(unexpected):g}); "
-            "binarised at >= 128",
-            case=case,
-        )
-    return (mask >= 128).astype(np.uint8)
+    check_context_slices(options.context_slices)
 
 
-def png_to_hu(v: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    lo, hi = window
-    return (lo + (hi - lo) * v / 255.0).astype(np.float32)
+def _patient_jobs(
+    items: list[Item], staging: Path, options: PcltOptions, compression: int
+) -> list[PatientJob]:
+    by_patient: dict[str, list[Item]] = {}
+    for item in items:
+        by_patient.setdefault(item.patient, []).append(item)
+    return [PatientJob(p, its, staging, options, compression) for p, its in by_patient.items()]
 
 
-def png_to_pet(v: np.ndarray, suv_max: float | None) -> np.ndarray:
-    scale = 1.0 if suv_max is None else float(suv_max)
-    return (scale * v / 255.0).astype(np.float32)
+def _summary(
+    items: list[Item], jobs: list[PatientJob], results: list[PatientResult], options: PcltOptions
+) -> dict:
+    cases = [case for r in results for case in r.cases]
+    counts = {split: sum(c.split == split for c in cases) for split in ("train", "test")}
+    pairs = {split: sum(c.items for c in cases if c.split == split) for split in ("train", "test")}
+    empty = {split: sum(c.empty_items for c in cases if c.split == split) for split in ("train", "test")}
+    patients = {it.patient for it in items}
+    summary = {
+        "pairs": len(items),
+        "patients": len(patients),
+        "cases": counts,
+        "empty_mask_fraction": {s: (empty[s] / pairs[s] if pairs[s] else 0.0) for s in pairs},
+        "parity": parity_report("PCLT20K", {"pairs": len(items), "patients": len(patients), **pairs}),
+    }
+    if options.as_volumes:
+        summary["as_volumes"] = {
+            "volume_cases": sum(r.volume for r in results),
+            "patients_kept_as_slices": {
+                job.patient: r.kept_as_slices_because
+                for job, r in zip(jobs, results, strict=True)
+                if not r.volume
+            },
+        }
+    if options.context_slices:
+        summary["context_slices"] = {
+            "K": options.context_slices,
+            "items_with_missing_neighbour": sum(r.items_missing_neighbour for r in results),
+            "rule": "neighbours are the items of the same patient with consecutive slice numbers "
+            "(and one PNG shape); a missing neighbour is replaced by the nearest item of the run "
+            "(edge replication)",
+        }
+    return summary
 
 
-def _image(arr: np.ndarray, spacing: float) -> sitk.Image:
-    img = sitk.GetImageFromArray(arr)
-    img.SetSpacing((spacing, spacing))
-    return img
+def _conversion_block(options: PcltOptions) -> dict:
+    pet_units = (
+        "png_fraction (v/255; absolute SUV unknown)"
+        if options.pet_suv_max is None
+        else f"SUVbw assuming PNG 0..255 = SUV 0..{options.pet_suv_max:g}"
+    )
+    block = {
+        "source": "PCLT20K PNG",
+        "ct_units": "HU (inverted from the PNG window)",
+        "ct_window": list(options.ct_window),
+        "pet_units": pet_units,
+        "pet_unit": "unitless" if options.pet_suv_max is None else "SUVbw",  # machine-readable
+        "pet_suv_max": options.pet_suv_max,
+        "slice_thickness_mm": None,  # the PNG release records none (set for --as-volumes below)
+        "in_plane_spacing_mm": options.spacing_mm,
+        "mask_rule": ">= 128 (CIPA)",
+    }
+    if options.as_volumes:
+        block["cases"] = "one 3D volume per patient where slice numbers are consecutive"
+        block["slice_thickness_mm"] = options.slice_thickness_mm
+    return block
 
 
 def convert_pclt20k(
@@ -186,89 +239,48 @@ def convert_pclt20k(
     log: ConversionLog,
     argv: Sequence[str] = (),
     progress: bool = True,
+    num_processes: int = 1,
+    compression: int = DEFAULT_COMPRESSION,
 ) -> dict:
-    if options.pet_suv_max is not None and not options.pet_suv_max > 0:
-        raise ConversionError("--pet-suv-max", f"{options.pet_suv_max} must be > 0")
-    if not options.spacing_mm > 0:
-        raise ConversionError("--spacing", f"{options.spacing_mm} must be > 0")
+    _check_options(options)
     root = Path(root)
     items = collect_items(root, log, options.skip_incomplete)
-    counts = {"train": 0, "test": 0}
-    empty = {"train": 0, "test": 0}
-    with DatasetWriter(target, overwrite, log) as writer:
-        for item in tqdm(items, desc="PCLT20K slices", unit="pair", disable=not progress):
-            case = sanitise_case_id(item.name)
-            arrays = {k: read_grey_png(p, log, options.allow_16bit) for k, p in item.files.items()}
-            shapes = {k: a.shape for k, a in arrays.items()}
-            if len(set(shapes.values())) > 1:
-                raise ConversionError(
-                    item.files["CT"].parent, f"item {item.name!r}: PNG shapes differ {shapes}"
-                )
-            if shapes["CT"] != EXPECTED_SHAPE:
-                log.warn(
-                    item.files["CT"], f"shape {shapes['CT']} is not 512x512 (CIPA assumes 512x512)", case=case
-                )
-            ct = png_to_hu(arrays["CT"], options.ct_window)
-            pet = png_to_pet(arrays["PET"], options.pet_suv_max)
-            label = mask_to_binary(arrays["mask"], item.files["mask"], log, case)
-            pet = check_case_arrays(case, ct, pet, label, options.ct_window, log, pet_is_suv=False)
-            writer.add_case(
-                case,
-                patient=item.patient,
-                source=item.name,
-                ct=_image(ct, options.spacing_mm),
-                pet=_image(pet, options.spacing_mm),
-                label=_image(label, options.spacing_mm),
-                test=item.split == "test",
-                provenance={
-                    "files": {k: str(p) for k, p in item.files.items()},
-                    "empty_mask": not label.any(),
-                },
-            )
-            counts[item.split] += 1
-            empty[item.split] += int(not label.any())
-        patients = {it.patient for it in items}
-        parity = parity_report("PCLT20K", {"pairs": len(items), "patients": len(patients), **counts})
-        summary = {
-            "pairs": len(items),
-            "patients": len(patients),
-            "cases": counts,
-            "empty_mask_fraction": {s: (empty[s] / counts[s] if counts[s] else 0.0) for s in counts},
-            "parity": parity,
-            "warnings": len(log.warnings),
-        }
-        pet_units = (
-            "png_fraction (v/255; absolute SUV unknown)"
-            if options.pet_suv_max is None
-            else f"SUVbw assuming PNG 0..255 = SUV 0..{options.pet_suv_max:g}"
+    with DatasetWriter(target, overwrite, log, compression) as writer:
+        jobs = _patient_jobs(items, writer.staging, options, compression)
+        results = run_jobs(
+            convert_patient,
+            jobs,
+            log,
+            num_processes,
+            progress=progress,
+            desc="PCLT20K",
+            unit="pair",
+            weights=[len(job.items) for job in jobs],
         )
-        conversion = {
-            "source": "PCLT20K PNG",
-            "ct_units": "HU (inverted from the PNG window)",
-            "ct_window": list(options.ct_window),
-            "pet_units": pet_units,
-            "pet_unit": "unitless" if options.pet_suv_max is None else "SUVbw",  # machine-readable
-            "pet_suv_max": options.pet_suv_max,
-            "slice_thickness_mm": None,  # the PNG release records none
-            "in_plane_spacing_mm": options.spacing_mm,
-            "mask_rule": ">= 128 (CIPA)",
-        }
-        ds_json = dataset_json(
-            num_training=len(writer.training_cases),
+        for job, result in zip(jobs, results, strict=True):
+            for case in result.cases:
+                writer.record_case(
+                    case.case_id,
+                    patient=job.patient,
+                    source=case.source,
+                    test=case.split == "test",
+                    provenance=case.provenance,
+                )
+        summary = finish_conversion(
+            writer,
+            subcommand="pclt20k",
+            argv=argv,
+            root=root,
+            parameters=asdict(options),
+            summary=_summary(items, jobs, results, options),
+            conversion=_conversion_block(options),
+            about=ABOUT,
             ct_norm=options.ct_norm,
             pet_norm=options.pet_norm,
-            name="PCLT20K",
-            description="PCLT20K PET/CT lung tumour slices (CIPA, CVPR 2025)",
-            reference="Mei et al., CVPR 2025",
-            licence="non-commercial research only",
-            conversion=conversion,
+            context_slices=options.context_slices,
+            n_folds=options.n_folds,
+            seed=options.seed,
+            num_processes=num_processes,
         )
-        manifest = {
-            "command": ["nnunetv2_cipa", "convert", "pclt20k", *argv],
-            "inputs": {"root": str(root)},
-            "parameters": asdict(options),
-            "summary": summary,
-        }
-        writer.finish(ds_json, manifest, options.n_folds, options.seed)
-    summary["lines"] = [format_parity("PCLT20K parity", parity)]
+    summary["lines"] = [format_parity("PCLT20K parity", summary["parity"])]
     return summary

@@ -15,16 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from skimage.io import imread
 
 from .errors import ConversionError, ConversionLog
+from .image_io import read_png_array
 
 
 def read_grey_png(path: Path, log: ConversionLog, allow_16bit: bool = False) -> np.ndarray:
-    try:
-        arr = np.asarray(imread(path))
-    except Exception as exc:  # imageio raises many types for broken files
-        raise ConversionError(path, f"cannot read PNG ({type(exc).__name__}: {exc})") from exc
+    arr = read_png_array(path)
     if arr.ndim == 3:
         if arr.shape[2] not in (2, 3, 4):
             raise ConversionError(path, f"unexpected PNG with {arr.shape[2]} channels")

@@ -22,22 +22,25 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from .case_checks import check_case_arrays
 from .case_ids import sanitise_case_id
+from .context_slices import check_context_slices, shifted_stack
+from .conversion_record import DatasetDescription, finish_conversion
 from .ct_window import PAPER_WINDOW, body_saturation, clip_hu, saturation_message
-from .dataset_files import dataset_json, split_patients
-from .dataset_writer import DatasetWriter
+from .dataset_files import split_patients
+from .dataset_writer import CaseCollector, DatasetWriter
 from .dicom_index import by_patient, index_folder
 from .dicom_provenance import series_provenance
 from .dicom_series import SliceStack, order_slices, read_volume
 from .errors import ConversionError, ConversionLog
+from .parallel import run_jobs
 from .parity import format_parity, parity_report
 from .resample import resample_onto
 from .rtstruct import ROI_ALIASES, find_roi, has_roi, rasterise, roi_contours
 from .sts_select import select_series
 from .suv import SuvOverrides, compute_suv_factor
+from .writers import DEFAULT_COMPRESSION
 
 SLICE_RULES = ("tumour", "margin", "all")
 
@@ -57,6 +60,7 @@ class StsOptions:
     ct_norm: str = "zscore"
     pet_norm: str = "zscore"
     overrides: Mapping[str, SuvOverrides] = field(default_factory=dict)
+    context_slices: int = 0
 
     def names(self) -> tuple[str, ...]:
         if self.roi_names:
@@ -159,7 +163,11 @@ def _slice(image: sitk.Image, k: int) -> sitk.Image:
 
 
 def _write_patient(
-    writer: DatasetWriter, vols: PatientVolumes, options: StsOptions, test: bool, log: ConversionLog
+    writer: DatasetWriter | CaseCollector,
+    vols: PatientVolumes,
+    options: StsOptions,
+    test: bool,
+    log: ConversionLog,
 ) -> int:
     prefix = sanitise_case_id(vols.patient_id)
     keep = kept_slices(vols.label, options.slices, options.margin)
@@ -173,6 +181,8 @@ def _write_patient(
         )
     label_img = sitk.GetImageFromArray(vols.label)
     label_img.CopyInformation(vols.ct_hu)
+    if options.context_slices:
+        return _write_patient_with_context(writer, vols, options, test, log, keep, label_img)
     if options.mode == "3d":
         lo, hi = min(keep), max(keep) + 1
         pet = check_case_arrays(
@@ -217,6 +227,106 @@ def _write_patient(
     return len(keep)
 
 
+def _write_patient_with_context(
+    writer, vols: PatientVolumes, options: StsOptions, test: bool, log: ConversionLog, keep, label_img
+) -> int:
+    """2.5D cases: channel ``CT{d}`` at slice z holds CT slice ``z + d`` of the whole volume.
+
+    Neighbours come from the full CT grid, so a slice next to the kept range has its real
+    neighbours; only the grid's first and last slice are repeated (``context_slices``).
+    """
+    prefix = sanitise_case_id(vols.patient_id)
+    k = options.context_slices
+    ct_arr = sitk.GetArrayViewFromImage(vols.ct_hu)
+    pet_arr = check_case_arrays(
+        prefix, ct_arr, sitk.GetArrayFromImage(vols.suv), vols.label, options.ct_window, log
+    ).astype(np.float32)
+    ranges = [(min(keep), max(keep) + 1)] if options.mode == "3d" else [(z, z + 1) for z in keep]
+    for lo, hi in ranges:
+        grid = vols.ct_hu[:, :, lo:hi] if options.mode == "3d" else _slice(vols.ct_hu, lo)
+        channels = {}
+        for modality, arr in (("ct", ct_arr), ("pet", pet_arr)):
+            channels[modality] = []
+            for shifted in shifted_stack(arr, k, lo, hi):
+                img = sitk.GetImageFromArray(shifted if options.mode == "3d" else shifted[0])
+                img.CopyInformation(grid)
+                channels[modality].append(img)
+        in_3d = options.mode == "3d"
+        writer.add_case(
+            prefix if in_3d else f"{prefix}_s{lo:03d}",
+            patient=vols.patient_id,
+            source=vols.patient_id if in_3d else f"{vols.patient_id} slice {lo}",
+            ct=channels["ct"],
+            pet=channels["pet"],
+            label=label_img[:, :, lo:hi] if in_3d else _slice(label_img, lo),
+            test=test,
+            provenance={**vols.provenance, "z_range": [lo, hi], "context_slices": k}
+            if in_3d
+            else {
+                "z_index": lo,
+                "slice_spacing_mm": vols.ct_hu.GetSpacing()[2],
+                "suv_factor": vols.provenance["suv"]["factor"],
+                "context_slices": k,
+            },
+            dicom_source=series_provenance(vols.ct_stack, lo, hi - lo) if vols.ct_stack else None,
+        )
+    return len(keep) if options.mode == "2d" else 1
+
+
+@dataclass
+class PatientJob:
+    patient_id: str
+    series: list
+    options: StsOptions
+    test: bool
+    staging: Path
+    compression: int
+
+
+def convert_patient(job: PatientJob, log: ConversionLog) -> tuple[list[dict], int, dict[str, int]]:
+    """Worker: load one patient, write its cases; returns (case records, case count, ROI counts)."""
+    vols = load_patient(job.patient_id, job.series, job.options, log)
+    collector = CaseCollector(job.staging, job.compression)
+    n_cases = _write_patient(collector, vols, job.options, job.test, log)
+    return collector.records, n_cases, vols.roi_slice_counts
+
+
+def _train_test_patients(patients: list[str], options: StsOptions) -> tuple[list[str], list[str]]:
+    """``--test-patients`` if given (each must exist), else a seeded ``--test-fraction`` of patients."""
+    if options.test_patients is None:
+        return split_patients(patients, options.test_fraction, options.seed)
+    unknown = sorted(set(options.test_patients) - set(patients))
+    if unknown:
+        raise ConversionError("--test-patients", f"unknown patients: {', '.join(unknown)}")
+    test = sorted(options.test_patients)
+    return sorted(set(patients) - set(test)), test
+
+
+def _dataset_record(options: StsOptions) -> tuple[dict, DatasetDescription, dict]:
+    """The ``cipa_conversion`` block, the dataset description and the parameters for the manifest."""
+    conversion = {
+        "source": "TCIA Soft-tissue-Sarcoma",
+        "ct_units": "HU",
+        "ct_window": list(options.ct_window),
+        "pet_units": "SUVbw",
+        "pet_unit": "SUVbw",  # machine-readable
+        "pet_resampling": "linear onto the CT grid, fill 0",
+        "mode": options.mode,
+        "roi": list(options.names()),
+        "slices": options.slices,
+    }
+    about = DatasetDescription(
+        name="STS",
+        description=f"TCIA Soft-tissue-Sarcoma PET/CT, ROI {options.roi_names or options.roi}, "
+        f"{options.mode} cases, slices: {options.slices}",
+        reference="Vallieres et al. 2015, doi:10.7937/K9/TCIA.2015.7GO2GSKS",
+        licence="CC BY 3.0",
+    )
+    parameters = asdict(options)
+    parameters["overrides"] = {k: asdict(v) for k, v in options.overrides.items()}
+    return conversion, about, parameters
+
+
 def convert_sts(
     root: Path,
     target: Path,
@@ -225,15 +335,19 @@ def convert_sts(
     log: ConversionLog,
     argv: Sequence[str] = (),
     progress: bool = True,
+    num_processes: int = 1,
+    compression: int = DEFAULT_COMPRESSION,
 ) -> dict:
     """Convert every patient under ``root``; returns the summary (also stored in the manifest)."""
+    check_context_slices(options.context_slices)
     if options.mode not in ("2d", "3d"):
         raise ConversionError("--mode", f"{options.mode!r} is not 2d or 3d")
     if options.slices not in SLICE_RULES:
         raise ConversionError("--slices", f"{options.slices!r} is not one of {', '.join(SLICE_RULES)}")
     root = Path(root)
     if not root.is_dir():
-        raise ConversionError(root, "input folder does not exist")
+        problem = "is a file; expected a folder" if root.exists() else "does not exist"
+        raise ConversionError(root, f"input folder {problem}")
     index = index_folder(root, log)
     patients = {
         pid: s
@@ -242,25 +356,25 @@ def convert_sts(
     }
     if not patients:
         raise ConversionError(root, "no patient with both CT and PET series found")
-    if options.test_patients is not None:
-        unknown = sorted(set(options.test_patients) - set(patients))
-        if unknown:
-            raise ConversionError("--test-patients", f"unknown patients: {', '.join(unknown)}")
-        test = sorted(options.test_patients)
-        train = sorted(set(patients) - set(test))
-    else:
-        train, test = split_patients(list(patients), options.test_fraction, options.seed)
+    train, test = _train_test_patients(sorted(patients), options)
     counts = {"train": 0, "test": 0}
     roi_counts: dict[str, dict[str, int]] = {}
-    with DatasetWriter(target, overwrite, log) as writer:
-        for pid in tqdm(sorted(patients), desc="STS patients", unit="patient", disable=not progress):
-            vols = load_patient(pid, patients[pid], options, log)
-            is_test = pid in test
-            counts["test" if is_test else "train"] += _write_patient(writer, vols, options, is_test, log)
-            for roi, n in vols.roi_slice_counts.items():
+    with DatasetWriter(target, overwrite, log, compression) as writer:
+        order = sorted(patients)
+        jobs = [
+            PatientJob(pid, patients[pid], options, pid in test, writer.staging, compression) for pid in order
+        ]
+        results = run_jobs(
+            convert_patient, jobs, log, num_processes, progress=progress, desc="STS patients", unit="patient"
+        )
+        for job, (records, n_cases, roi_slice_counts) in zip(jobs, results, strict=True):
+            for record in records:
+                writer.record_case(**record)
+            counts["test" if job.test else "train"] += n_cases
+            for roi, n in roi_slice_counts.items():
                 per = roi_counts.setdefault(roi, {"pairs": 0, "train": 0, "test": 0})
                 per["pairs"] += n
-                per["test" if is_test else "train"] += n
+                per["test" if job.test else "train"] += n
         parity = {
             roi: parity_report("STS", {**c, "patients": len(patients)}) for roi, c in roi_counts.items()
         }
@@ -270,41 +384,23 @@ def convert_sts(
             "test_patients": test,
             "cases": counts,
             "parity": parity,
-            "warnings": len(log.warnings),
         }
-        description = (
-            f"TCIA Soft-tissue-Sarcoma PET/CT, ROI {options.roi_names or options.roi}, "
-            f"{options.mode} cases, slices: {options.slices}"
-        )
-        conversion = {
-            "source": "TCIA Soft-tissue-Sarcoma",
-            "ct_units": "HU",
-            "ct_window": list(options.ct_window),
-            "pet_units": "SUVbw",
-            "pet_unit": "SUVbw",  # machine-readable
-            "pet_resampling": "linear onto the CT grid, fill 0",
-            "mode": options.mode,
-            "roi": list(options.names()),
-            "slices": options.slices,
-        }
-        ds_json = dataset_json(
-            num_training=len(writer.training_cases),
+        conversion, about, options_record = _dataset_record(options)
+        finish_conversion(
+            writer,
+            subcommand="sts",
+            argv=argv,
+            root=root,
+            parameters=options_record,
+            summary=summary,
+            conversion=conversion,
+            about=about,
             ct_norm=options.ct_norm,
             pet_norm=options.pet_norm,
-            name="STS",
-            description=description,
-            reference="Vallieres et al. 2015, doi:10.7937/K9/TCIA.2015.7GO2GSKS",
-            licence="CC BY 3.0",
-            conversion=conversion,
+            context_slices=options.context_slices,
+            n_folds=options.n_folds,
+            seed=options.seed,
+            num_processes=num_processes,
         )
-        options_record = asdict(options)
-        options_record["overrides"] = {k: asdict(v) for k, v in options.overrides.items()}
-        manifest = {
-            "command": ["nnunetv2_cipa", "convert", "sts", *argv],
-            "inputs": {"root": str(root)},
-            "parameters": options_record,
-            "summary": summary,
-        }
-        writer.finish(ds_json, manifest, options.n_folds, options.seed)
     summary["lines"] = [format_parity(f"STS parity, ROI {roi}", rep) for roi, rep in parity.items()]
     return summary

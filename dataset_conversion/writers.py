@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -22,6 +23,32 @@ from .errors import ConversionError
 
 _STAGING_MARK = ".partial-"
 
+# gzip level of every .nii.gz written (0 = stored, 9 = smallest). ITK's own NIfTI writer ignores
+# the compression level SimpleITK passes it and always spends level-6 effort, which made
+# compression most of the conversion time; so NIfTI is written uncompressed by ITK and gzipped
+# here at the chosen level. Levels 1-3 use ISA-L's gzip (the ``isal`` package, levels 1-3 only)
+# when it is installed: the same gzip format, about three times faster than zlib's level 1.
+# The default is chosen from the measurements in docs/benchmarks.md (benchmarks/conversion.py).
+COMPRESSION_LEVELS = tuple(range(10))
+DEFAULT_COMPRESSION = 2
+ISAL_LEVELS = (1, 2, 3)
+
+try:
+    from isal import igzip as _isal_gzip
+except ImportError:  # optional speed-up; zlib gives the same format
+    _isal_gzip = None
+
+
+def gzip_implementation(level: int) -> str:
+    """Which library compresses at ``level`` here (recorded in dataset.json: bytes depend on it)."""
+    return "isal" if _isal_gzip is not None and level in ISAL_LEVELS else "zlib"
+
+
+def _gzip(data: bytes, level: int) -> bytes:
+    if gzip_implementation(level) == "isal":
+        return _isal_gzip.compress(data, level, mtime=0)
+    return gzip.compress(data, compresslevel=level, mtime=0)
+
 
 def _temporary_sibling(path: Path) -> Path:
     # keep the real extension last: SimpleITK picks the file format from it
@@ -30,12 +57,32 @@ def _temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{stem}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
 
 
-def write_image_atomic(image: sitk.Image, path: Path) -> None:
-    """Write an image (format from the extension, compressed) under a temporary name, then rename."""
+def write_image(image: sitk.Image, path: Path, compression: int = DEFAULT_COMPRESSION) -> None:
+    """Write an image, format from the extension; ``.nii.gz`` gzipped at level ``compression``.
+
+    The gzip stream carries no time stamp, so the same image always gives the same bytes.
+    """
+    path = Path(path)
+    if compression not in COMPRESSION_LEVELS:
+        raise ConversionError("--compression", f"{compression} is not a gzip level 0..9")
+    if not path.name.endswith(".nii.gz"):
+        sitk.WriteImage(image, str(path), useCompression=compression > 0, compressionLevel=compression)
+        return
+    plain = path.with_name(path.name[: -len(".gz")] + ".plain.nii")
+    try:
+        sitk.WriteImage(image, str(plain), useCompression=False)
+        path.write_bytes(_gzip(plain.read_bytes(), compression))
+    finally:
+        if plain.exists():
+            plain.unlink()
+
+
+def write_image_atomic(image: sitk.Image, path: Path, compression: int = DEFAULT_COMPRESSION) -> None:
+    """Write an image (see ``write_image``) under a temporary name, then rename."""
     path = Path(path)
     tmp = _temporary_sibling(path)
     try:
-        sitk.WriteImage(image, str(tmp), useCompression=True)
+        write_image(image, tmp, compression)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from nnunetv2_cipa.dataset_conversion.image_io import DamagedImageError, read_image
+
 # File endings nnU-Net's readers accept, longest first so ".nii.gz" wins over ".gz"-less ".nii".
 KNOWN_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".png", ".tif", ".tiff", ".bmp")
 
@@ -35,13 +37,11 @@ class Volume:
 
 
 def read_volume(path: Path) -> Volume:
-    """Read any SimpleITK-readable image as (z, y, x); multi-component (RGB) images are refused."""
+    """Read a verified-complete image (see ``image_io``) as (z, y, x); multi-component images are refused."""
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        raise EvaluationInputError(
-            f"{path}: cannot be read by SimpleITK ({str(err).strip().splitlines()[-1]})"
-        ) from err
+        image = read_image(path)
+    except DamagedImageError as err:
+        raise EvaluationInputError(str(err)) from err
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise EvaluationInputError(
             f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per pixel; "
@@ -56,12 +56,31 @@ def read_volume(path: Path) -> Volume:
     raise EvaluationInputError(f"{path}: has {array.ndim} dimensions; expected a 2D slice or a 3D volume")
 
 
-def read_mask(path: Path, labels: tuple[int, ...] | None = None) -> Volume:
-    """Read a segmentation as a boolean foreground mask: ``labels`` if given, else every value > 0."""
+def read_mask(
+    path: Path,
+    labels: tuple[int, ...] | None = None,
+    defined: tuple[int, ...] | None = None,
+    unknown_as_background: bool = False,
+) -> Volume:
+    """Read a segmentation as a boolean foreground mask: ``labels`` if given, else every value > 0.
+
+    ``defined`` (every label value dataset.json knows, background included): a value outside it is
+    refused, naming the file and the values, because it would otherwise count as background in
+    silence; ``unknown_as_background`` (``--unknown-labels background``) accepts that on request.
+    """
     vol = read_volume(path)
     arr = vol.array
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         raise EvaluationInputError(f"{path}: contains NaN or Inf")
+    if defined is not None and not unknown_as_background:
+        unknown = np.setdiff1d(np.unique(arr), np.asarray(defined))
+        if unknown.size:
+            shown = ", ".join(f"{v:g}" for v in unknown[:10].tolist())
+            raise EvaluationInputError(
+                f"{path}: label value(s) {shown} not defined in dataset.json (it defines "
+                f"{', '.join(str(v) for v in defined)}); pass --unknown-labels background to count them "
+                "as background"
+            )
     mask = np.isin(arr, labels) if labels else arr > 0
     return Volume(mask, vol.spacing, vol.is_2d_file)
 
@@ -101,6 +120,16 @@ def foreground_labels(dataset_json: dict[str, Any] | None) -> tuple[int, ...] | 
             if int(v) > 0:
                 values.add(int(v))
     return tuple(sorted(values)) or None
+
+
+def defined_label_values(dataset_json: dict[str, Any] | None) -> tuple[int, ...] | None:
+    """Every label value dataset.json defines (background and ignore included); None without labels."""
+    if not dataset_json or "labels" not in dataset_json:
+        return None
+    values: set[int] = set()
+    for value in dataset_json["labels"].values():
+        values.update(int(v) for v in (value if isinstance(value, list) else [value]))
+    return tuple(sorted(values))
 
 
 def _ending_of(name: str) -> str | None:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from nnunetv2_cipa.evaluation.cases import EvaluationInputError
 
@@ -99,6 +101,32 @@ def patient_map(
         f"case-id pattern {pattern!r} on slice cases (3D volumes and cases it does not match are their "
         "own patient)"
     )
+
+
+def patients_of_records(
+    records: Sequence[Any],
+    groups_file: Path | None,
+    dataset_dirs: Sequence[Path | None],
+    pattern: str = DEFAULT_PATIENT_PATTERN,
+) -> tuple[dict[str, str], str]:
+    """The one grouping of ``evaluate`` and ``crossval-report``: :func:`patient_map` on scored cases.
+
+    ``records`` are the scored cases (``case``, ``shape``, ``is_2d_file``): the 3D volumes among them are
+    their own patients under the pattern rule. The mapping file is looked for in each of
+    ``dataset_dirs`` in turn (the folder of the dataset.json used, then the truth folder's parent, which
+    is the raw dataset where the converters and the synthetic writer put ``case_mapping.csv``).
+    """
+    cases = [r.case for r in records]
+    volumes = frozenset(r.case for r in records if not r.is_2d_file and len(r.shape) == 3 and r.shape[0] > 1)
+    dataset_dir = next(
+        (
+            Path(d)
+            for d in dataset_dirs
+            if d is not None and any((Path(d) / n).is_file() for n in MAPPING_FILE_NAMES)
+        ),
+        None,
+    )
+    return patient_map(cases, groups_file, dataset_dir, pattern, volumes)
 
 
 def folds_from_splits(splits_file: Path) -> dict[str, int]:

@@ -18,11 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nnunetv2_cipa.evaluation import cases as C
-from nnunetv2_cipa.evaluation import report as R
+from nnunetv2_cipa.evaluation import cases, report
 from nnunetv2_cipa.evaluation.agreement import agreement
 from nnunetv2_cipa.evaluation.agreement_plots import bland_altman_png, scatter_png
-from nnunetv2_cipa.evaluation.cli import model_name_from_folder, run_command
+from nnunetv2_cipa.evaluation.command_options import model_name_from_folder, run_command
 from nnunetv2_cipa.evaluation.dataset_facts import PET_UNITS, UNITLESS
 from nnunetv2_cipa.evaluation.grouping import DEFAULT_PATIENT_PATTERN
 from nnunetv2_cipa.evaluation.lesions import CONNECTIVITIES
@@ -76,7 +75,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "--allow-missing", action="store_true", help="skip reference cases that have no --seg file"
     )
     parser.add_argument(
-        "-np", "--num-processes", type=int, default=R.default_num_processes(), help="worker processes"
+        "-np", "--num-processes", type=int, default=report.default_num_processes(), help="worker processes"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -99,9 +98,9 @@ def unit_note(result: QuantifyResult) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     if args.lesion_min_overlap < 1:
-        raise C.EvaluationInputError(f"--lesion-min-overlap must be >= 1, got {args.lesion_min_overlap}")
+        raise cases.EvaluationInputError(f"--lesion-min-overlap must be >= 1, got {args.lesion_min_overlap}")
     if not 0.0 <= args.lesion_min_iou <= 1.0:
-        raise C.EvaluationInputError(f"--lesion-min-iou must be in [0, 1], got {args.lesion_min_iou}")
+        raise cases.EvaluationInputError(f"--lesion-min-iou must be in [0, 1], got {args.lesion_min_iou}")
     result = quantify_folders(
         args.seg,
         args.images,
@@ -131,13 +130,13 @@ def run(args: argparse.Namespace) -> int:
         stats = {name: {"unit": unit, **agreement(p, r)} for name, (p, r, unit) in series.items()}
         model = args.name or model_name_from_folder(args.seg)
         for name, draw in (("bland_altman.png", bland_altman_png), ("scatter.png", scatter_png)):
-            C.atomic_write_bytes(out / name, draw(series, stats, model))
+            cases.atomic_write_bytes(out / name, draw(series, stats, model))
             plots.append(str(out / name))
-    C.atomic_write_text(out / "lesions.csv", csv_text(LESION_COLUMNS, lesion_rows(result)))
+    cases.atomic_write_text(out / "lesions.csv", csv_text(LESION_COLUMNS, lesion_rows(result)))
     rows = [patient_row(p) for p in result.patients]
-    C.atomic_write_text(out / "patients.csv", csv_text(patient_columns(args.gt is not None), rows))
-    body = R.json_safe(payload(result, args, stats, plots))
-    C.atomic_write_text(out / "quantify.json", json.dumps(body, indent=2, allow_nan=False) + "\n")
+    cases.atomic_write_text(out / "patients.csv", csv_text(patient_columns(args.gt is not None), rows))
+    body = report.json_safe(payload(result, args, stats, plots))
+    cases.atomic_write_text(out / "quantify.json", json.dumps(body, indent=2, allow_nan=False) + "\n")
     totals = body["totals"]
     line = f"{len(result.cases)} case(s), {len(result.patients)} patient(s): {totals['lesions']} lesion(s), "
     line += f"total MTV {totals['mtv_ml']:.3f} ml"

@@ -15,7 +15,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from nnunetv2_cipa.evaluation import cases as C
+from nnunetv2_cipa.evaluation import cases
 from nnunetv2_cipa.evaluation.dataset_facts import (
     PetUnit,
     recorded_slice_spacing,
@@ -156,53 +156,57 @@ def quantify_folders(
     seg_dir, images_dir = Path(seg_dir), Path(images_dir)
     for option, folder in (("--seg", seg_dir), ("--images", images_dir), ("--gt", gt_dir)):
         if folder is not None and not Path(folder).is_dir():
-            raise C.EvaluationInputError(f"{option} {folder}: folder not found")
+            raise cases.EvaluationInputError(f"{option} {folder}: folder not found")
     if slice_thickness_mm is not None and not slice_thickness_mm > 0:
-        raise C.EvaluationInputError(f"--slice-thickness {slice_thickness_mm}: must be > 0")
+        raise cases.EvaluationInputError(f"--slice-thickness {slice_thickness_mm}: must be > 0")
     folders = [images_dir, seg_dir] + ([Path(gt_dir)] if gt_dir is not None else [])
-    dj_path = C.find_dataset_json(dataset_json, *folders)
-    dj = C.load_dataset_json(dj_path) if dj_path else None
-    file_ending = C.detect_file_ending(seg_dir, dj)
-    seg_files = C.list_cases(seg_dir, file_ending)
+    dj_path = cases.find_dataset_json(dataset_json, *folders)
+    dj = cases.load_dataset_json(dj_path) if dj_path else None
+    file_ending = cases.detect_file_ending(seg_dir, dj)
+    seg_files = cases.list_cases(seg_dir, file_ending)
     notes: list[str] = []
     missing: list[str] = []
     if gt_dir is not None:
-        gt_files = C.list_cases(Path(gt_dir), file_ending)
+        gt_files = cases.list_cases(Path(gt_dir), file_ending)
         if not gt_files:
-            raise C.EvaluationInputError(f"--gt {gt_dir}: no files ending in {file_ending}")
+            raise cases.EvaluationInputError(f"--gt {gt_dir}: no files ending in {file_ending}")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            cases, missing, _ = C.pair_cases(gt_files, seg_files, seg_dir, allow_missing)
+            case_ids, missing, _ = cases.pair_cases(gt_files, seg_files, seg_dir, allow_missing)
         notes += [str(w.message) for w in caught]
         if missing:
             notes.append(f"{seg_dir}: {len(missing)} reference case(s) without segmentation were left out")
     else:
         if not seg_files:
-            raise C.EvaluationInputError(f"--seg {seg_dir}: no files ending in {file_ending}")
-        gt_files, cases = {}, sorted(seg_files)
-    channel = C.channel_indices(dj)[1] if pet_channel is None else int(pet_channel)
-    pet_files = {c: C.image_file(images_dir, c, channel, file_ending) for c in cases}
-    absent = [c for c in cases if not pet_files[c].is_file()]
+            raise cases.EvaluationInputError(f"--seg {seg_dir}: no files ending in {file_ending}")
+        gt_files, case_ids = {}, sorted(seg_files)
+    channel = cases.channel_indices(dj)[1] if pet_channel is None else int(pet_channel)
+    pet_files = {c: cases.image_file(images_dir, c, channel, file_ending) for c in case_ids}
+    absent = [c for c in case_ids if not pet_files[c].is_file()]
     if absent:
-        raise C.EvaluationInputError(
+        raise cases.EvaluationInputError(
             f"{pet_files[absent[0]]}: PET channel (_{channel:04d}) of case {absent[0]} not found"
             + (f" ({len(absent)} cases lack it)" if len(absent) > 1 else "")
         )
-    unit = resolve_pet_unit(pet_unit, dj, dj_path, images_dir, cases)
+    unit = resolve_pet_unit(pet_unit, dj, dj_path, images_dir, case_ids)
     dataset_dir = dj_path.parent if dj_path else images_dir.parent
     recorded = recorded_slice_spacing(dataset_dir)
     z_of = recorded_slice_z(dataset_dir)
-    thickness = {c: slice_thickness_mm if slice_thickness_mm is not None else recorded.get(c) for c in cases}
+    thickness = {
+        c: slice_thickness_mm if slice_thickness_mm is not None else recorded.get(c) for c in case_ids
+    }
     thickness_source = (
         "stated with --slice-thickness"
         if slice_thickness_mm is not None
         else (f"{dataset_dir / 'conversion_manifest.json'} (slice_spacing_mm)" if recorded else None)
     )
     options = QuantifyOptions(labels, connectivity, min_overlap_px, min_iou, with_suv=unit.is_suv)
-    jobs = [CaseJob(c, seg_files[c], pet_files[c], gt_files.get(c), thickness[c], z_of.get(c)) for c in cases]
+    jobs = [
+        CaseJob(c, seg_files[c], pet_files[c], gt_files.get(c), thickness[c], z_of.get(c)) for c in case_ids
+    ]
     records = run_cases(jobs, options, num_processes, progress)
     volumes = frozenset(r.case for r in records if not r.is_slice)
-    patient_of, rule = patient_map(cases, groups, dataset_dir, patient_pattern, volumes)
+    patient_of, rule = patient_map(case_ids, groups, dataset_dir, patient_pattern, volumes)
     return QuantifyResult(
         cases=records,
         patients=totals_per_patient(records, patient_of, unit.is_suv),

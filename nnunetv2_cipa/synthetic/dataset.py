@@ -58,6 +58,14 @@ def _write_case(
     write_image_atomic(_image(patient.label, spec.spacing_zyx), folder / labels / f"{case}.nii.gz")
 
 
+def _write_case_mapping(path: Path, train_cases: list[str], test_cases: list[str]) -> None:
+    """``case_mapping.csv`` as the converters write it: one synthetic patient per case, so every tool
+    that groups cases by patient (evaluate, crossval-report) reads the same grouping."""
+    rows = ["case_id,patient,split,source"]
+    rows += [f"{c},{c},{'test' if c in test_cases else 'train'},synthetic" for c in train_cases + test_cases]
+    path.write_text("\n".join(rows) + "\n")
+
+
 def synthetic_parameters(
     n_train: int,
     n_test: int,
@@ -162,5 +170,6 @@ def write_synthetic_dataset(
         write_json_atomic(dataset_json, staged.path / "dataset.json")
         splits = patient_grouped_folds({c: c for c in train_cases}, n_folds=n_folds, seed=seed)
         write_json_atomic(splits, staged.path / "splits_final.json")
+        _write_case_mapping(staged.path / "case_mapping.csv", train_cases, test_cases)
         staged.commit()
     return target, False

@@ -15,4 +15,7 @@ def __getattr__(name: str) -> Any:
         variants = importlib.import_module("nnunetv2_cipa.trainers.variants")
         if name in variants.__all__:
             return getattr(variants, name)
+        trainer = importlib.import_module("nnunetv2_cipa.trainers.short_schedules").schedule_trainer(name)
+        if trainer is not None:
+            return trainer
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -210,14 +210,14 @@ def test_cli_refuses_non_empty_target_and_overwrites_on_request(tmp_path, nnunet
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "PCLT20K parity: pairs 6 (paper 21,930), patients 4 (paper 605)" in out
-    assert cli.main(argv) == 1
+    assert cli.main(argv) == 2
     assert "not empty; pass --overwrite" in capsys.readouterr().err
     assert cli.main([*argv, "--overwrite", "--pet-suv-max", "5"]) == 0
     ds = json.loads((nnunet_dirs["nnUNet_raw"] / "Dataset503_PCLT20K" / "dataset.json").read_text())
     assert ds["cipa_conversion"]["pet_suv_max"] == 5.0
-    assert cli.main(["pclt20k", str(root), "--dataset-id", "503", "--dataset-name", "Other", "--quiet"]) == 1
+    assert cli.main(["pclt20k", str(root), "--dataset-id", "503", "--dataset-name", "Other", "--quiet"]) == 2
     assert "dataset id 503 is already used" in capsys.readouterr().err
-    assert cli.main(["pclt20k", str(root), "--dataset-id", "504", "--ct-norm", "CT", "--quiet"]) == 1
+    assert cli.main(["pclt20k", str(root), "--dataset-id", "504", "--ct-norm", "CT", "--quiet"]) == 2
     assert "collapses the channel" in capsys.readouterr().err
 
 
@@ -231,11 +231,11 @@ def test_interrupted_run_leaves_previous_dataset_intact(tmp_path, monkeypatch):
     calls = {"n": 0}
     real = dataset_writer.write_image_atomic
 
-    def failing_write(image, path):
+    def failing_write(image, path, *args):
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt  # like Ctrl-C in the middle of the second case
-        real(image, path)
+        real(image, path, *args)
 
     monkeypatch.setattr(dataset_writer, "write_image_atomic", failing_write)
     with pytest.raises(KeyboardInterrupt):

@@ -363,7 +363,7 @@ def test_convert_sts_three_dimensional_margin_and_overrides_via_cli(tmp_path, nn
         "610",
         "--quiet",
     ]
-    assert cli.main(argv) == 1
+    assert cli.main(argv) == 2
     assert "patient P1 PET: PatientWeight is missing" in capsys.readouterr().err
     assert not (nnunet_dirs["nnUNet_raw"] / "Dataset610_STS").exists()
     (tmp_path / "over.json").write_text(json.dumps({"P1": {"weight_kg": 80}}))
@@ -399,7 +399,7 @@ def test_convert_case_from_dicom_and_from_nifti(tmp_path, capsys):
     assert ct.GetSize() == suv.GetSize() == (N, N, 8) and ct.GetSpacing() == suv.GetSpacing()
     record = json.loads((out / "new-case-1.conversion.json").read_text())
     assert record["suv"]["decay_time_s"] == 3600
-    assert cli.main(argv) == 1 and "already exists" in capsys.readouterr().err
+    assert cli.main(argv) == 2 and "already exists" in capsys.readouterr().err
 
     nifti_ct, nifti_pet = tmp_path / "ct.nii.gz", tmp_path / "pet.nii.gz"
     sitk.WriteImage(ct, str(nifti_ct))
@@ -408,8 +408,72 @@ def test_convert_case_from_dicom_and_from_nifti(tmp_path, capsys):
     pet_img.SetOrigin((-16.0, -16.0, -10.0))
     sitk.WriteImage(pet_img, str(nifti_pet))
     base = ["case", "--ct", str(nifti_ct), "--pet", str(nifti_pet), "--out", str(out), "--quiet"]
-    assert cli.main(base) == 1 and "--pet-suv-factor" in capsys.readouterr().err
+    assert cli.main(base) == 2 and "--pet-suv-factor" in capsys.readouterr().err
     assert cli.main([*base, "--pet-suv-factor", "0.001"]) == 0
     from_nifti = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "ct_0001.nii.gz")))
     assert from_nifti.max() <= 20.0 + 1e-3 and from_nifti.min() >= 0
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("slices", ["margin", "all"])
+def test_convert_sts_3d_context_slices_shift_the_volume_along_z(tmp_path, slices):
+    info = make_patient(tmp_path / "dicom", "P1")
+    make_patient(tmp_path / "dicom", "P2")
+    target = tmp_path / "Dataset611_STS"
+    options = StsOptions(mode="3d", slices=slices, margin=1, test_fraction=0.0, context_slices=1)
+    convert_sts(tmp_path / "dicom", target, options, False, ConversionLog(quiet=True), progress=False)
+    ds = json.loads((target / "dataset.json").read_text())
+    assert list(ds["channel_names"].values()) == ["CT-1", "CT+0", "CT+1", "PET-1", "PET+0", "PET+1"]
+    assert ds["cipa_context_slices"] == 1
+    ch = [
+        sitk.GetArrayFromImage(sitk.ReadImage(str(target / "imagesTr" / f"P1_{c:04d}.nii.gz")))
+        for c in range(6)
+    ]
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(target / "labelsTr" / "P1.nii.gz")))
+    lo = 1 if slices == "margin" else 0  # mass on CT slices 2..4; margin 1 keeps 1..5
+    nz = ch[1].shape[0]
+    assert all(c.shape == label.shape for c in ch) and nz == (5 if slices == "margin" else 8)
+    hu = np.clip(np.round(info["ct_values"]), -1200, -200)  # the CT slices as written, in the window
+    np.testing.assert_allclose(ch[1], hu[lo : lo + nz], atol=0.5)
+    for d, channel in ((-1, ch[0]), (1, ch[2])):
+        z = np.clip(np.arange(lo, lo + nz) + d, 0, 7)  # real neighbours; replicas only at the grid's ends
+        np.testing.assert_allclose(channel, hu[z], atol=0.5)
+    for d, channel in ((-1, ch[3]), (1, ch[5])):
+        z = np.clip(np.arange(nz) + d, 0, nz - 1)
+        np.testing.assert_array_equal(channel[1:-1], ch[4][z][1:-1])
+    assert label.sum() > 0 and not (target / "imagesTr" / "P1_0006.nii.gz").exists()
+
+
+def test_convert_sts_2d_context_slices_take_neighbours_from_the_volume(tmp_path):
+    info = make_patient(tmp_path / "dicom", "P1")
+    make_patient(tmp_path / "dicom", "P2")
+    target = tmp_path / "Dataset612_STS"
+    options = StsOptions(mode="2d", slices="all", test_fraction=0.0, context_slices=1)
+    convert_sts(tmp_path / "dicom", target, options, False, ConversionLog(quiet=True), progress=False)
+    hu = np.clip(np.round(info["ct_values"]), -1200, -200)
+
+    def channel(z: int, c: int) -> np.ndarray:
+        return sitk.GetArrayFromImage(
+            sitk.ReadImage(str(target / "imagesTr" / f"P1_s{z:03d}_{c:04d}.nii.gz"))
+        )
+
+    for z, expected in ((3, (2, 3, 4)), (0, (0, 0, 1)), (7, (6, 7, 7))):  # edges repeat the grid's end slice
+        for c, source in enumerate(expected):
+            np.testing.assert_allclose(channel(z, c), hu[source], atol=0.5)
+
+
+def test_convert_sts_with_two_workers_writes_the_same_bytes(tmp_path):
+    for patient in ("P1", "P2", "P3"):
+        make_patient(tmp_path / "dicom", patient)
+    outputs = []
+    for workers in (1, 2):
+        target = tmp_path / f"np{workers}" / "Dataset613_STS"
+        options = StsOptions(mode="2d", slices="all", test_fraction=0.0)
+        log = ConversionLog(quiet=True)
+        convert_sts(tmp_path / "dicom", target, options, False, log, progress=False, num_processes=workers)
+        files = {str(p.relative_to(target)): p.read_bytes() for p in sorted(target.rglob("*")) if p.is_file()}
+        manifest = json.loads(files.pop("conversion_manifest.json"))
+        outputs.append(
+            (files, {k: v for k, v in manifest.items() if k not in ("created", "pid", "num_processes")})
+        )
+    assert len(outputs[0][0]) > 20 and outputs[0] == outputs[1]

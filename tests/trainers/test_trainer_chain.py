@@ -3,8 +3,9 @@
 plan_and_preprocess -> nnUNetv2_train (-tr nnUNetTrainerCIPA_small_smoke, -device cpu, --npz) ->
 ``--val --npz`` -> nnUNetv2_predict on a held-out 3D volume -> nnUNetv2_evaluate_folder; ``--c`` after an
 interrupted run; prediction under another scan backend; five folds + find_best_configuration.
-Every subprocess gets nnUNet_* pointing at this module's temp folders. The trainer must be findable by
-nnU-Net's lookup, i.e. ``nnunetv2_cipa setup`` has run (scripts/bootstrap.sh does it).
+Every subprocess gets nnUNet_* pointing at this module's temp folders, and ``nnUNet_extTrainer`` the
+tests' trainer folder (``ext_trainers/``, where the smoke trainer lives). The plugin's trainers must be
+findable by nnU-Net's lookup, i.e. ``nnunetv2_cipa setup`` has run (scripts/bootstrap.sh does it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 import SimpleITK as sitk
 
 from nnunetv2_cipa.architectures import PRESETS
+from nnunetv2_cipa.nnunet_commands import predict_command
 from nnunetv2_cipa.synthetic import PhantomSpec, write_synthetic_dataset
 
 DATASET_ID = 987
@@ -41,9 +43,9 @@ def _run(args: list[str], env: dict, timeout: float = 400, check: bool = True) -
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
+def chain(tmp_path_factory, ext_trainer_env):
     root = tmp_path_factory.mktemp("chain")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    env = ext_trainer_env({k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")})
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (root / name).mkdir()
         env[name] = str(root / name)
@@ -74,29 +76,10 @@ def _ensure_fold(chain, fold: int) -> Path:
 
 
 def _predict(chain, out: Path, extra_env: dict | None = None, probabilities: bool = False) -> None:
-    args = [
-        "nnUNetv2_predict",
-        "-i",
-        str(chain["raw"] / "imagesTs"),
-        "-o",
-        str(out),
-        "-d",
-        str(DATASET_ID),
-        "-c",
-        "2d",
-        "-tr",
-        TRAINER,
-        "-f",
-        "0",
-        "-device",
-        "cpu",
-        "--disable_tta",
-        "-npp",
-        "1",
-        "-nps",
-        "1",
-    ]
-    _run(args + (["--save_probabilities"] if probabilities else []), {**chain["env"], **(extra_env or {})})
+    args = predict_command(
+        chain["raw"] / "imagesTs", out, DATASET_ID, TRAINER, (0,), save_probabilities=probabilities
+    )
+    _run(args, {**chain["env"], **(extra_env or {})})
 
 
 def test_train_validate_predict_3d_and_evaluate(chain):
