@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("nnunetv2_cipa.dataset_conversion.cli", "PCLT20K / TCIA STS / new cases -> nnU-Net raw"),
     "export-dicom": ("nnunetv2_cipa.dicom_export.command", "predictions -> DICOM RTSTRUCT / SEG on the CT"),
     "evaluate": ("nnunetv2_cipa.evaluation.cli", "paper + nnU-Net + lesion metrics, tables, overlays"),
-    "import-official": ("nnunetv2_cipa.trainers.official_import", "released CIPA.pth -> nnU-Net model"),
+    "import-official": ("nnunetv2_cipa.commands.official_import", "released CIPA.pth -> nnU-Net model"),
     "crossval-report": ("nnunetv2_cipa.evaluation.crossval", "five-fold validation -> metrics table"),
     "quantify": ("nnunetv2_cipa.evaluation.quantify", "lesion SUVmax/SUVpeak/MTV/TLG, FPV/FNV, agreement"),
 }

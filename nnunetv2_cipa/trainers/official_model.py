@@ -11,10 +11,11 @@ How the official behaviour (github mj129/CIPA ``pred.py``, ``utils/PCLT_dataset.
 * **Input mapping.** Official: ``v / 255 * 3.2 - 1.6`` for the 8-bit PNG value v of each modality.
   Our converted PCLT20K CT holds ``HU = -1200 + 1000 v / 255`` (window [-1200, -200]), and the PET holds
   ``v / 255`` (no ``--pet-suv-max``) or ``S v / 255`` (``--pet-suv-max S``). nnU-Net's
-  ``CTNormalization`` with hand-set statistics (:func:`..normalization.window_statistics`) maps a
-  window [lo, hi] linearly onto [-1.6, 1.6], so CT [-1200, -200] HU and PET [0, 1] (or [0, S]) give
-  exactly the official input. For a PET in SUV (DICOM, ``convert case``) the PNG scale of the release is
-  not published: [0, S] SUV is an assumption, recorded in ``dataset.json`` and the report.
+  ``CTNormalization`` with hand-set statistics
+  (:func:`nnunetv2_cipa.plans.normalization.window_statistics`) maps a window [lo, hi] linearly onto
+  [-1.6, 1.6], so CT [-1200, -200] HU and PET [0, 1] (or [0, S]) give exactly the official input.
+  For a PET in SUV (DICOM, ``convert case``) the PNG scale of the release is not published:
+  [0, S] SUV is an assumption, recorded in ``dataset.json`` and the report.
 * **Channel order.** The official dataset tensor is (PET, CT) and the network is called as
   ``model(ct, pet)`` (``train_utils/train_and_eval.py``, ``pred.py``); ours is channel 0 = CT, 1 = PET,
   and our network picks each modality by index (``ct_channel``/``pet_channel`` in the plans), so nothing
@@ -43,14 +44,14 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_cipa.architectures.official import MappingReport, OfficialCheckpoint, map_official_state_dict
 from nnunetv2_cipa.dataset_conversion.ct_window import PAPER_WINDOW
-
-from .cipa_trainer import nnUNetTrainerCIPA
-from .normalization import (
+from nnunetv2_cipa.plans.normalization import (
     FIXED_WINDOW_KEY,
     apply_fixed_window_to_plans,
     check_normalization,
     window_statistics,
 )
+
+from .cipa_trainer import nnUNetTrainerCIPA
 
 TRAINER = nnUNetTrainerCIPA
 PLANS_NAME = "nnUNetPlans"

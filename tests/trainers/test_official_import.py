@@ -26,8 +26,8 @@ from skimage.io import imsave
 
 from nnunetv2_cipa.architectures import build_cipa
 from nnunetv2_cipa.architectures.official import MappingReport
+from nnunetv2_cipa.commands import official_import
 from nnunetv2_cipa.plans.network_entry import CIPA_PLANS_KEY
-from nnunetv2_cipa.trainers import official_import
 from nnunetv2_cipa.trainers.official_model import (
     DEFAULT_SPACING_MM,
     LABELS,

@@ -6,8 +6,9 @@ Writes ``$nnUNet_results/DatasetID_NAME/nnUNetTrainerCIPA__nnUNetPlans__2d/`` (`
 
     nnUNetv2_predict -i IN -o OUT -d ID -c 2d -f all -tr nnUNetTrainerCIPA
 
-predicts as the official code does (see :mod:`.official_model` for the input mapping and the PET
-assumption, :mod:`nnunetv2_cipa.architectures.official` for the safe loading and the key mapping).
+predicts as the official code does (see :mod:`nnunetv2_cipa.trainers.official_model` for the input
+mapping and the PET assumption, :mod:`nnunetv2_cipa.architectures.official` for the safe loading and
+the key mapping).
 Everything is read, mapped and checked in memory first; a refused file leaves nothing behind, and the
 folder appears only complete (staged, then renamed).
 """
@@ -22,8 +23,7 @@ import time
 from pathlib import Path
 
 from nnunetv2_cipa.architectures.official import OfficialCheckpointError, read_official_checkpoint
-
-from .official_model import (
+from nnunetv2_cipa.trainers.official_model import (
     DEFAULT_SPACING_MM,
     IMPORT_KEY,
     REPORT_NAME,
