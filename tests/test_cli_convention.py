@@ -31,6 +31,10 @@ BAD_INPUT = {
     "evaluate": (["--pred", "{tmp}/nope", "--gt", "{tmp}"], "--pred {tmp}/nope"),
     "crossval-report": (["{tmp}/nope"], "{tmp}/nope"),
     "quantify": (["--seg", "{tmp}/nope", "--images", "{tmp}", "--out", "{tmp}/q"], "--seg {tmp}/nope"),
+    "import-official": (
+        ["{tmp}/nope.pth", "--dataset-id", "990", "--results-dir", "{tmp}/results"],
+        "{tmp}/nope.pth: no such file",
+    ),
     "export-dicom": (
         ["--pred", "{tmp}/nope", "--images", "{tmp}", "--ct-dicom", "{tmp}", "--out", "{tmp}/e"],
         "{tmp}/nope",
