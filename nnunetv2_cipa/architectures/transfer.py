@@ -74,7 +74,8 @@ def read_checkpoint_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged or foreign file
-        raise TransferError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
+        problem = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise TransferError(f"{path}: not a readable torch checkpoint ({problem})") from None
     weights = checkpoint.get("network_weights") if isinstance(checkpoint, Mapping) else None
     if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise TransferError(f"{path}: not an nnU-Net checkpoint (no 'network_weights' state_dict)")

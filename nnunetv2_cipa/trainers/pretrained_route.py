@@ -34,7 +34,7 @@ def _unwrap(network: nn.Module) -> nn.Module:
 
 
 def register(trainer: Any, network: nn.Module) -> None:
-    """``network`` (the trainer's, after ``initialize``) is loaded by the CIPA rules, logged to ``trainer``."""
+    """Load ``network`` (the trainer's, after ``initialize``) by the CIPA rules, logging to ``trainer``."""
     _TRAINERS[_unwrap(network)] = trainer
 
 
