@@ -11,6 +11,14 @@ no batch statistics). Per stage the fused skip is
 
 and the CVSS decoder turns the four fused maps into logits at input resolution.
 
+2.5D (``context_slices`` K > 0; design ours, see docs/sim_25d.md): each modality arrives as 2K+1
+adjacent slices (offsets -K..+K). With ``sim=True`` the shared encoder encodes every slice of both
+modalities as one batch of 2B(2K+1), and at every stage a slice interaction module per modality
+(:class:`~nnunetv2_cipa.blocks.slice_interaction.SliceInteraction`) fuses the 2K+1 slice features into
+the centre slice's; fusion and decoder then run on the centre features as in 2D. Its zero-initialised
+output makes the untrained 2.5D network compute the 2D network on the centre slice. With ``sim=False``
+the slices are stacked as input channels of the patch embedding (the simple 2.5D baseline).
+
 Fixed against the official code: any patch whose sides are multiples of ``size_multiple`` works,
 square or not (the official DCIM swaps H and W); the CRM layers are sized from ``patch_size`` instead of
 a hard-coded 512x512; which input channel is CT/PET is a constructor argument.
@@ -27,6 +35,7 @@ from nnunetv2_cipa.blocks.crm import ChannelRectification
 from nnunetv2_cipa.blocks.dcim import DCIM
 from nnunetv2_cipa.blocks.decoder import CVSSDecoder
 from nnunetv2_cipa.blocks.encoder import VSSEncoder
+from nnunetv2_cipa.blocks.slice_interaction import SliceInteraction
 from nnunetv2_cipa.blocks.ssm_core import SelectiveScanCore
 
 PATCH_STRIDE = 4  # patch embedding; the final x4 upsampler undoes it
@@ -43,7 +52,8 @@ class CIPA(nn.Module):
         in_channels: channels of nnU-Net's input (CT and PET, by default 2).
         num_classes: output channels (nnU-Net's ``num_segmentation_heads``).
         patch_size: (H, W) the network is built for; the CRM is sized from it.
-        ct_channel, pet_channel: input channel index (or indices) of each modality.
+        ct_channel, pet_channel: input channel index (or indices) of each modality; with
+            ``context_slices`` K > 0, the 2K+1 channels of its slices at offsets -K..+K, in order.
         channels_per_modality: channels the shared patch embedding takes. 3 reproduces the official
             model (each grayscale modality copied into 3 channels, as for an ImageNet encoder); 1 saves
             the copy (the pretrained loader sums the 3-channel kernel).
@@ -56,6 +66,8 @@ class CIPA(nn.Module):
         decoder_depths: CVSS blocks per decoder level, shallow to deep.
         drop_path_rate, decoder_drop_path_rate: stochastic depth (linearly increasing) per part.
         deep_supervision: initial value of ``decoder.deep_supervision`` (nnU-Net toggles it).
+        context_slices: K, the neighbours on each side of the centre slice (0 = 2D).
+        sim: with K > 0, fuse slices with slice interaction modules (else: stack them as channels).
     """
 
     def __init__(
@@ -80,8 +92,15 @@ class CIPA(nn.Module):
         drop_path_rate: float = 0.0,
         decoder_drop_path_rate: float = 0.1,
         deep_supervision: bool = False,
+        context_slices: int = 0,
+        sim: bool = False,
     ) -> None:
         super().__init__()
+        self.context_slices = int(context_slices)
+        self.use_sim = bool(sim)
+        if self.context_slices < 0 or (self.use_sim and self.context_slices == 0):
+            raise ValueError(f"CIPA: sim={sim} needs context_slices >= 1, got {context_slices}")
+        self.slices = 2 * self.context_slices + 1
         depths = tuple(int(d) for d in depths)
         dims = tuple(int(dims) * 2**i for i in range(len(depths))) if isinstance(dims, int) else tuple(dims)
         if any(dims[i + 1] != 2 * dims[i] for i in range(len(dims) - 1)):
@@ -91,7 +110,12 @@ class CIPA(nn.Module):
         for name, chans in (("ct_channel", self.ct_channels), ("pet_channel", self.pet_channels)):
             if any(not 0 <= c < in_channels for c in chans):
                 raise ValueError(f"CIPA: {name}={chans} out of range for in_channels={in_channels}")
-            if len(chans) not in (1, channels_per_modality):
+            if self.context_slices and len(chans) != self.slices:
+                raise ValueError(
+                    f"CIPA: {name} selects {len(chans)} channels; context_slices={self.context_slices} "
+                    f"needs the {self.slices} slice channels of the modality"
+                )
+            if not self.context_slices and len(chans) not in (1, channels_per_modality):
                 raise ValueError(
                     f"CIPA: {name} selects {len(chans)} channels; need 1 (copied) or "
                     f"channels_per_modality={channels_per_modality}"
@@ -107,7 +131,15 @@ class CIPA(nn.Module):
         self.size_multiple = self.encoder_stride * (self.locals_per_region if self.use_dcim else 1)
         self._check_size(self.patch_size, what="patch_size")
 
-        self.encoder = VSSEncoder(channels_per_modality, dims, depths, d_state, drop_path_rate, PATCH_STRIDE)
+        stacked = self.slices if self.context_slices and not self.use_sim else 1
+        self.encoder = VSSEncoder(
+            channels_per_modality * stacked, dims, depths, d_state, drop_path_rate, PATCH_STRIDE
+        )
+        self.slice_interaction: nn.ModuleDict | None = None
+        if self.use_sim:
+            self.slice_interaction = nn.ModuleDict(
+                {m: nn.ModuleList(SliceInteraction(d, self.slices) for d in dims) for m in ("ct", "pet")}
+            )
         stage_sizes = [
             (self.patch_size[0] // (PATCH_STRIDE * 2**i), self.patch_size[1] // (PATCH_STRIDE * 2**i))
             for i in range(n_stages)
@@ -170,9 +202,24 @@ class CIPA(nn.Module):
     # ---------------------------------------------------------------- forward
     def _modality(self, x: torch.Tensor, channels: list[int]) -> torch.Tensor:
         picked = x[:, channels]
+        if self.context_slices:  # slices as channels, each copied channels_per_modality times
+            return picked.repeat_interleave(self.channels_per_modality, dim=1)
         if picked.shape[1] != self.channels_per_modality:
             picked = picked.expand(-1, self.channels_per_modality, -1, -1)
         return picked
+
+    def _encode_slices(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """SIM path: every slice of both modalities through the encoder, then per-stage slice fusion."""
+        batch, height, width = x.shape[0], x.shape[2], x.shape[3]
+        both = torch.cat([x[:, self.ct_channels], x[:, self.pet_channels]], dim=0)  # (2B, S, H, W)
+        slices = both.reshape(2 * batch * self.slices, 1, height, width)
+        slices = slices.expand(-1, self.channels_per_modality, -1, -1)
+        ct_features, pet_features = [], []
+        for i, f in enumerate(self.encoder(slices)):
+            f = f.view(2, batch, self.slices, *f.shape[1:])
+            ct_features.append(self.slice_interaction["ct"][i](f[0]))
+            pet_features.append(self.slice_interaction["pet"][i](f[1]))
+        return ct_features, pet_features
 
     def fuse(self, ct_features: list[torch.Tensor], pet_features: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per-stage fusion of channels-last encoder features (see module docstring)."""
@@ -193,6 +240,8 @@ class CIPA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         self._check_input(x)
+        if self.slice_interaction is not None:
+            return self.decoder(self.fuse(*self._encode_slices(x)))
         batch = x.shape[0]
         both = torch.cat([self._modality(x, self.ct_channels), self._modality(x, self.pet_channels)], dim=0)
         features = self.encoder(both)

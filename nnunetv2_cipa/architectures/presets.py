@@ -62,7 +62,7 @@ def build_cipa(
     if preset not in PRESETS:
         raise ValueError(f"build_cipa: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     config = dict(PRESETS[preset])
-    unknown = set(overrides) - set(config) - {"scan_backend"}
+    unknown = set(overrides) - set(config) - {"scan_backend", "context_slices", "sim"}
     if unknown:
         raise ValueError(f"build_cipa: unknown override(s) {sorted(unknown)}; known: {sorted(config)}")
     scan_backend = overrides.pop("scan_backend", None)

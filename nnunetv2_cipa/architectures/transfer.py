@@ -110,7 +110,7 @@ def transfer_weights(
 ) -> TransferReport:
     """Load ``weights`` into ``network`` by the module docstring's rules; all or nothing."""
     own = network.state_dict()
-    slices = 2 * int(getattr(getattr(network, "config", None), "context_slices", 0) or 0) + 1
+    slices = int(getattr(network, "slices", 1))  # 2K+1 for a 2.5D CIPA
     report = TransferReport(source)
     new_state: dict[str, torch.Tensor] = {}
     for key, tensor in own.items():
