@@ -174,8 +174,14 @@ class CIPA(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
+            layout = (
+                f" (CT and PET at slice offsets -{self.context_slices}..+{self.context_slices}: cases "
+                f"converted with --context-slices {self.context_slices})"
+                if self.context_slices
+                else ""
+            )
             raise ValueError(
-                f"CIPA: expected input (batch, {self.in_channels}, H, W), got {tuple(x.shape)}"
+                f"CIPA: expected input (batch, {self.in_channels}, H, W){layout}, got {tuple(x.shape)}"
             )
         size = (int(x.shape[2]), int(x.shape[3]))
         if self.use_crm and size != self.patch_size:

@@ -12,7 +12,7 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name.startswith("nnUNetTrainerCIPA"):
-        variants = importlib.import_module("nnunetv2_cipa.trainers.variants")
-        if name in variants.__all__:
-            return getattr(variants, name)
+        catalog = importlib.import_module("nnunetv2_cipa.trainers.catalog")
+        if name in catalog.__all__:
+            return getattr(catalog, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

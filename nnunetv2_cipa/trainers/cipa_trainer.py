@@ -51,6 +51,7 @@ from torch import nn
 from nnunetv2_cipa.architectures import PRESETS, build_cipa
 from nnunetv2_cipa.architectures.optim import param_groups
 
+from . import pretrained_route
 from .normalization import check_normalization
 from .schedule import WarmupCosineLR
 
@@ -107,8 +108,9 @@ class nnUNetTrainerCIPA(nnUNetTrainer):
         dataset_json: dict,
         device: torch.device = torch.device("cuda"),  # noqa: B008 - nnU-Net's own signature
     ):
-        self._force_cipa_plans(plans, configuration)
+        self._force_cipa_plans(plans, configuration, dataset_json)
         super().__init__(plans, configuration, fold, dataset_json, device)
+        pretrained_route.install()  # -pretrained_weights -> the CIPA transfer loader (see that module)
         check_normalization(
             self.plans_manager.plans, self.configuration_manager.normalization_schemes, dataset_json
         )
@@ -123,7 +125,7 @@ class nnUNetTrainerCIPA(nnUNetTrainer):
 
     # ------------------------------------------------------------------------------------ plans
     @classmethod
-    def _force_cipa_plans(cls, plans: dict, configuration: str) -> None:
+    def _force_cipa_plans(cls, plans: dict, configuration: str, dataset_json: Mapping | None = None) -> None:
         """Write patch, batch and the network settings into ``plans`` (in place, before nnU-Net reads it)."""
         if configuration not in plans.get("configurations", {}):
             raise ValueError(
@@ -148,12 +150,16 @@ class nnUNetTrainerCIPA(nnUNetTrainer):
         target = plans["configurations"][configuration]  # the child: its keys win over inherited ones
         target["patch_size"] = patch
         target["batch_size"] = batch
-        target[CIPA_PLANS_KEY] = {
+        target[CIPA_PLANS_KEY] = {**cls.cipa_network_settings(dataset_json or {}), "trainer": cls.__name__}
+
+    @classmethod
+    def cipa_network_settings(cls, dataset_json: Mapping) -> dict[str, Any]:
+        """The network entry of the plans (2D: channel 0 CT, channel 1 PET); 2.5D trainers add K."""
+        return {
             "preset": cls.cipa_preset,
             "overrides": dict(cls.cipa_overrides),
             "ct_channel": 0,
             "pet_channel": 1,
-            "trainer": cls.__name__,
         }
 
     # ---------------------------------------------------------------------------------- network
@@ -169,16 +175,14 @@ class nnUNetTrainerCIPA(nnUNetTrainer):
         """Build CIPA from the plans alone (nnU-Net's predictor calls this without a trainer instance)."""
         settings = configuration_manager.configuration.get(CIPA_PLANS_KEY)
         if settings is None:  # plans not written by a CIPA trainer: fall back to this class's settings
-            settings = {
-                "preset": cls.cipa_preset,
-                "overrides": dict(cls.cipa_overrides),
-                "ct_channel": 0,
-                "pet_channel": 1,
-            }
-        if num_input_channels != 2:
+            settings = cls.cipa_network_settings({})
+        k = int(settings.get("context_slices", 0))
+        if num_input_channels != 2 * (2 * k + 1):
+            layout = "CT, PET" if k == 0 else f"CT and PET at slice offsets -{k}..+{k}"
             raise ValueError(
-                f"{cls.__name__}: CIPA needs exactly 2 input channels (CT, PET); the dataset has "
-                f"{num_input_channels}"
+                f"{cls.__name__}: this network takes {2 * (2 * k + 1)} input channels ({layout}); the data "
+                f"has {num_input_channels}"
+                + ("" if k == 0 else f" (convert the cases with --context-slices {k})")
             )
         patch = tuple(int(p) for p in configuration_manager.patch_size)
         return build_cipa(
@@ -189,8 +193,14 @@ class nnUNetTrainerCIPA(nnUNetTrainer):
             deep_supervision=enable_deep_supervision,
             ct_channel=settings["ct_channel"],
             pet_channel=settings["pet_channel"],
+            context_slices=k,
+            sim=bool(settings.get("sim", False)),
             **settings["overrides"],
         )
+
+    def initialize(self):
+        super().initialize()
+        pretrained_route.register(self, self.network)
 
     def _unwrapped_network(self) -> nn.Module:
         net = self.network.module if self.is_ddp else self.network
@@ -202,8 +212,13 @@ class nnUNetTrainerCIPA(nnUNetTrainer):
             return None
         if self.network is not None:
             return self._unwrapped_network().deep_supervision_scales()
+        k = int(self.configuration_manager.configuration.get(CIPA_PLANS_KEY, {}).get("context_slices", 0))
         probe = self.build_network_architecture(
-            self.plans_manager, self.configuration_manager, 2, self.label_manager.num_segmentation_heads, True
+            self.plans_manager,
+            self.configuration_manager,
+            2 * (2 * k + 1),
+            self.label_manager.num_segmentation_heads,
+            True,
         )
         return probe.deep_supervision_scales()
 

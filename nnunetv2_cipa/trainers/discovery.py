@@ -43,7 +43,7 @@ _SHIM_TEXT = '''\
 """Re-export of nnunetv2_cipa's trainers so that nnU-Net's own trainer search finds them first."""
 
 try:
-    from nnunetv2_cipa.trainers.variants import *  # noqa: F401,F403
+    from nnunetv2_cipa.trainers.catalog import *  # noqa: F401,F403
 except ModuleNotFoundError as _error:
     if not (_error.name or "").startswith("nnunetv2_cipa"):
         import warnings as _warnings
@@ -170,6 +170,8 @@ def install(shim: str = "auto", verify: bool = True, quiet: bool = False) -> int
     elif shim == "never" and shim_path().exists():
         _remove(shim_path())
         say(f"removed {shim_path()}")
+    elif shim == "auto" and shim_path().exists() and _write_if_changed(shim_path(), _SHIM_TEXT):
+        say(f"updated {shim_path()} (written by an earlier version, it lacked trainers)")
     if shim_path().exists():
         written.append(shim_path())
     _record_entries(written, add=True)
