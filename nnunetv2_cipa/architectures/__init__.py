@@ -1,6 +1,6 @@
-"""CIPA network for nnU-Net: ``build_cipa(preset, ...)``, the presets and the model class."""
+"""CIPA network for nnU-Net: ``CIPAConfig`` (its settings), the presets, ``CIPA`` and ``build_cipa``."""
 
-from nnunetv2_cipa.architectures.cipa import CIPA
-from nnunetv2_cipa.architectures.presets import PRESETS, build_cipa
+from nnunetv2_cipa.architectures.cipa import CIPA, build_cipa
+from nnunetv2_cipa.architectures.config import PRESETS, CIPAConfig
 
-__all__ = ["CIPA", "PRESETS", "build_cipa"]
+__all__ = ["CIPA", "PRESETS", "CIPAConfig", "build_cipa"]

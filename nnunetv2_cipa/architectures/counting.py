@@ -34,7 +34,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from nnunetv2_cipa.architectures.presets import PRESETS, build_cipa
+from nnunetv2_cipa.architectures.cipa import build_cipa
+from nnunetv2_cipa.architectures.config import PRESETS
 from nnunetv2_cipa.blocks.scan_call import tally_scans
 
 aten = torch.ops.aten
@@ -180,8 +181,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="paper")
     parser.add_argument("--no-crm", action="store_true", help="drop the channel rectification modules")
     parser.add_argument("--no-dcim", action="store_true", help="drop the cross-modality interaction modules")
-    parser.add_argument("--locals", type=int, choices=(2, 4, 8), default=None,
-                        help="k: k x k local tokens per DCIM region (paper: 4)")
+    parser.add_argument("--dcim-window", type=int, choices=(2, 4, 8), default=None,
+                        help="k, the DCIM window side: k x k local tokens per region (paper: 4)")
     parser.add_argument("--patch", type=int, nargs=2, metavar=("H", "W"), default=(512, 512))
     parser.add_argument("--channels-per-modality", type=int, choices=(1, 3), default=3,
                         help="input channels of the shared patch embedding (official: 3)")
@@ -199,8 +200,8 @@ def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa params") -> i
         overrides["crm"] = False
     if args.no_dcim:
         overrides["dcim"] = False
-    if args.locals is not None:
-        overrides["locals_per_region"] = args.locals
+    if args.dcim_window is not None:
+        overrides["dcim_window"] = args.dcim_window
     try:
         with torch.device("meta"):
             net = build_cipa(
@@ -213,10 +214,11 @@ def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa params") -> i
     except ValueError as exc:
         print(f"{prog}: {exc}")
         return 2
-    k = net.locals_per_region
+    config = net.config
+    k = config.dcim_window
     print(
-        f"preset {args.preset}: crm {'on' if net.use_crm else 'off'}, dcim {'on' if net.use_dcim else 'off'}"
-        + (f" ({k}x{k} locals per region)" if net.use_dcim else "")
+        f"preset {args.preset}: crm {'on' if config.crm else 'off'}, dcim {'on' if config.dcim else 'off'}"
+        + (f" ({k}x{k} locals per region)" if config.dcim else "")
         + f", patch {args.patch[0]}x{args.patch[1]}, {args.channels_per_modality} channel(s) per modality"
     )
     print(f"deep-supervision heads (not in the count below): {aux_head_parameters(net)} parameters")

@@ -34,25 +34,25 @@ class DCIMStem(nn.Module):
     window. R = (H/k) * (W/k).
     """
 
-    def __init__(self, dim: int, locals_per_side: int = 4) -> None:
+    def __init__(self, dim: int, dcim_window: int = 4) -> None:
         super().__init__()
-        if locals_per_side not in PET_STRIDES:
+        if dcim_window not in PET_STRIDES:
             raise ValueError(
-                f"DCIM: locals per region side must be one of {sorted(PET_STRIDES)}, got {locals_per_side}"
+                f"DCIM: the window side dcim_window must be one of {sorted(PET_STRIDES)}, got {dcim_window}"
             )
         if dim % 16:
             raise ValueError(f"DCIM: feature width must be a multiple of 16 (PET stem uses C/16), got {dim}")
-        self.k = locals_per_side
+        self.dcim_window = dcim_window
         self.inner_convs = nn.Sequential(_conv_bn_relu(dim, dim // 4), _conv_bn_relu(dim // 4, dim))
         widths = (dim, dim // 16, dim // 8, dim // 4, dim)
-        strides = PET_STRIDES[locals_per_side]
+        strides = PET_STRIDES[dcim_window]
         self.outer_convs = nn.Sequential(
             *(_conv_bn_relu(widths[i], widths[i + 1], strides[i]) for i in range(4))
         )
 
     def forward(self, ct: torch.Tensor, pet: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, height, width, channels = ct.shape
-        k = self.k
+        k = self.dcim_window
         if height % k or width % k:
             raise ValueError(f"DCIM: feature map {height}x{width} is not divisible by the region side {k}")
         local = self.inner_convs(ct.permute(0, 3, 1, 2))  # (B, C, H, W)
@@ -69,16 +69,16 @@ class RegionLocalMamba(nn.Module):
     Returns the interaction map G, channels-last (B, H, W, C).
     """
 
-    def __init__(self, dim: int, locals_per_side: int = 4, d_state: int = 16) -> None:
+    def __init__(self, dim: int, dcim_window: int = 4, d_state: int = 16) -> None:
         super().__init__()
-        self.k = locals_per_side
+        self.dcim_window = dcim_window
         self.region_norm = nn.LayerNorm(dim)
         self.region_mamba = SS2D(dim, d_state=d_state)
-        self.local_norm = nn.LayerNorm(locals_per_side * locals_per_side * dim)  # one window, jointly
+        self.local_norm = nn.LayerNorm(dcim_window * dcim_window * dim)  # one window, jointly
         self.local_mamba = SS2D(dim, d_state=d_state)
 
     def forward(self, local: torch.Tensor, region: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        k = self.k
+        k = self.dcim_window
         grid_h, grid_w = height // k, width // k
         batch, n_regions, channels = region.shape
         region_map = region.view(batch, grid_h, grid_w, channels)
@@ -96,10 +96,10 @@ class RegionLocalMamba(nn.Module):
 class DCIM(nn.Module):
     """Stem + region/local Mamba for one encoder stage: (ct, pet) (B, H, W, C) -> G (B, H, W, C)."""
 
-    def __init__(self, dim: int, locals_per_side: int = 4, d_state: int = 16) -> None:
+    def __init__(self, dim: int, dcim_window: int = 4, d_state: int = 16) -> None:
         super().__init__()
-        self.stem = DCIMStem(dim, locals_per_side)
-        self.mixer = RegionLocalMamba(dim, locals_per_side, d_state)
+        self.stem = DCIMStem(dim, dcim_window)
+        self.mixer = RegionLocalMamba(dim, dcim_window, d_state)
 
     def forward(self, ct: torch.Tensor, pet: torch.Tensor) -> torch.Tensor:
         local, region = self.stem(ct, pet)

@@ -5,10 +5,13 @@ Why one entry point: every Mamba block of CIPA calls the scan through here, so t
 the backend can be switched without touching model code:
 
 * ``backend`` argument: ``"auto" | "torch" | "reference" | "cuda" | "mamba"``;
-* environment variable ``NNUNETV2_CIPA_SCAN_BACKEND`` replaces ``"auto"`` (an explicit argument wins);
 * ``"auto"``: CPU tensors run ``torch``; CUDA tensors run our kernel (``cuda``) when the extension
   loads, else ``torch`` with one log line per process. float64 always runs ``torch`` (the
-  kernels are fp32/fp16/bf16 only).
+  kernels are fp32/fp16/bf16 only);
+* :func:`choose_scan_backend` applies the environment variable ``NNUNETV2_CIPA_SCAN_BACKEND`` to a
+  requested ``"auto"``. Networks call it once, when they are built (``CIPA.set_scan_backend``), and
+  store the result; the scan itself never reads the environment, so a backend is fixed for the life
+  of a network and a scan call costs no environment lookup.
 
 The CUDA modules (``cuda_backend``, ``mamba_backend``) are imported lazily inside the call and
 tolerated when absent, so this file works on a CPU-only install.
@@ -129,10 +132,20 @@ def _log_fallback_once(reason: str) -> None:
         logger.warning("selective_scan: CUDA tensors run the PyTorch backend (slow) because %s", reason)
 
 
-def resolve_backend(backend: str = "auto") -> str:
-    """The requested backend name after applying the environment override of ``"auto"``."""
+def check_backend(backend: str) -> str:
+    """``backend`` if it is one of :data:`BACKENDS`, else ValueError naming the argument."""
     if backend not in BACKENDS:
         raise ValueError(f"selective_scan: argument 'backend' must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def choose_scan_backend(backend: str = "auto") -> str:
+    """The backend a network should store: ``backend``, or for ``"auto"`` the environment override.
+
+    An explicit ``backend`` wins over ``NNUNETV2_CIPA_SCAN_BACKEND``; an invalid value of the variable
+    is an error naming it.
+    """
+    check_backend(backend)
     if backend == "auto":
         env = os.environ.get(ENV_BACKEND, "").strip()
         if env:
@@ -173,7 +186,7 @@ def selective_scan(
         y (batch, K*D, L) in the dtype of u (float32 with ``out_float32``), or (y, last_state).
     """
     _check_inputs(u, delta, A, B, C, D, delta_bias)
-    name = resolve_backend(backend)
+    name = check_backend(backend)
     on_cuda = _on_cuda(u)
     flags = (bool(delta_softplus), bool(return_last_state), bool(out_float32))
     args = (u, delta, A, B, C, D, delta_bias, *flags)

@@ -3,14 +3,16 @@
 What differs from ``nnUNetTrainer`` and why (defaults are class attributes; variants override one):
 
 * **Network** (``build_network_architecture``, nnU-Net >= 2.7 signature, a classmethod so variants carry
-  their preset as a class attribute): everything comes from the plans, the configuration and the channel
-  counts, because ``nnUNetv2_predict`` builds the network without a trainer. The CIPA settings (preset,
-  overrides) are written into the configuration (key ``cipa``) of the plans the trainer saves next to
-  its checkpoints, so prediction rebuilds exactly the trained network. Channel 0 is CT, channel 1 PET
-  (the convention of our dataset writers). All deep-supervision heads always exist (strict loading).
+  their ``CIPAConfig`` as the class attribute ``cipa_config``): everything comes from the plans, the
+  configuration and the channel counts, because ``nnUNetv2_predict`` builds the network without a
+  trainer. The config is written as data into the configuration (key ``cipa``, see
+  :mod:`nnunetv2_cipa.plans.network_entry`) of the plans the trainer saves next to its checkpoints, so
+  prediction rebuilds exactly the trained network. Channel 0 is CT, channel 1 PET (the convention of
+  our dataset writers). All deep-supervision heads always exist (strict loading). The scan backend is
+  chosen when the network is built (``NNUNETV2_CIPA_SCAN_BACKEND`` overrides ``auto`` then).
 * **Patch and batch** are forced by editing the plans dict *before* ``super().__init__`` (nnU-Net keeps
   that dict and writes it to ``plans.json``; later edits of the configuration manager do not propagate).
-  Patch = the planner's 2D patch capped at ``max_patch_size`` and rounded up to the network's
+  Patch = the planner's 2D patch capped at ``max_patch_size`` and rounded up to the config's
   ``size_multiple`` (512x512 for 512x512 slices with ``paper``). The planner's batch models a plain
   U-Net's memory, not CIPA's, so batch = ``reference_batch_size`` scaled by patch area relative to
   ``reference_patch_size`` (paper: 4 at 512x512, the official per-GPU batch), clipped to
@@ -41,29 +43,20 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
-from nnunetv2_cipa.architectures import PRESETS, build_cipa
+from nnunetv2_cipa.architectures import CIPA, PRESETS, CIPAConfig
 from nnunetv2_cipa.architectures.optim import param_groups
+from nnunetv2_cipa.plans.network_entry import CIPA_PLANS_KEY, NetworkEntry
 
 from . import pretrained_route
 from .normalization import check_normalization
 from .schedule import WarmupCosineLR
-
-CIPA_PLANS_KEY = "cipa"  # configuration entry holding the network settings (travels in plans.json)
-
-
-def _size_multiple(preset: str, overrides: Mapping[str, Any]) -> int:
-    """The network's ``size_multiple`` without building it: 4 * 2**(stages-1) * (k if DCIM)."""
-    config = {**PRESETS[preset], **overrides}
-    depths = config["depths"]
-    stride = 4 * 2 ** (len(depths) - 1)
-    return stride * (int(config["locals_per_region"]) if config.get("dcim", True) else 1)
 
 
 def cipa_patch_size(planned: Sequence[int], max_patch: Sequence[int], multiple: int) -> list[int]:
@@ -85,8 +78,7 @@ def cipa_batch_size(
 class nnUNetTrainerCIPA(nnUNetTrainer):
     """CIPA, ``paper`` preset, trained the nnU-Net way (see module docstring for the defaults)."""
 
-    cipa_preset: str = "paper"
-    cipa_overrides: dict[str, Any] = {}
+    cipa_config: CIPAConfig = PRESETS["paper"]
     max_patch_size: tuple[int, int] = (512, 512)
     reference_patch_size: tuple[int, int] = (512, 512)
     reference_batch_size: int = 4
@@ -126,7 +118,7 @@ class nnUNetTrainerCIPA(nnUNetTrainer):
     # ------------------------------------------------------------------------------------ plans
     @classmethod
     def _force_cipa_plans(cls, plans: dict, configuration: str, dataset_json: Mapping | None = None) -> None:
-        """Write patch, batch and the network settings into ``plans`` (in place, before nnU-Net reads it)."""
+        """Write patch, batch and the network entry into ``plans`` (in place, before nnU-Net reads it)."""
         if configuration not in plans.get("configurations", {}):
             raise ValueError(
                 f"{cls.__name__}: configuration {configuration!r} not in the plans "
@@ -138,29 +130,25 @@ class nnUNetTrainerCIPA(nnUNetTrainer):
                 f"{cls.__name__} is a 2D network: train it with the '2d' configuration, "
                 f"not {configuration!r} (patch {resolved.patch_size})"
             )
-        if cls.cipa_preset not in PRESETS:
-            raise ValueError(
-                f"{cls.__name__}.cipa_preset={cls.cipa_preset!r} is not one of {sorted(PRESETS)}"
-            )
-        multiple = _size_multiple(cls.cipa_preset, cls.cipa_overrides)
-        patch = cipa_patch_size(resolved.patch_size, cls.max_patch_size, multiple)
+        if not isinstance(cls.cipa_config, CIPAConfig):
+            raise TypeError(f"{cls.__name__}.cipa_config must be a CIPAConfig, got {cls.cipa_config!r}")
+        patch = cipa_patch_size(resolved.patch_size, cls.max_patch_size, cls.cipa_config.size_multiple)
         batch = cipa_batch_size(
             patch, cls.reference_batch_size, cls.reference_patch_size, cls.min_batch_size, cls.max_batch_size
         )
         target = plans["configurations"][configuration]  # the child: its keys win over inherited ones
         target["patch_size"] = patch
         target["batch_size"] = batch
-        target[CIPA_PLANS_KEY] = {**cls.cipa_network_settings(dataset_json or {}), "trainer": cls.__name__}
+        target[CIPA_PLANS_KEY] = cls.network_entry(dataset_json).to_dict()
 
     @classmethod
-    def cipa_network_settings(cls, dataset_json: Mapping) -> dict[str, Any]:
-        """The network entry of the plans (2D: channel 0 CT, channel 1 PET); 2.5D trainers add K."""
-        return {
-            "preset": cls.cipa_preset,
-            "overrides": dict(cls.cipa_overrides),
-            "ct_channel": 0,
-            "pet_channel": 1,
-        }
+    def network_entry(cls, dataset_json: Mapping | None = None) -> NetworkEntry:
+        """This trainer's network settings as the plans record them (channel 0 CT, channel 1 PET).
+
+        ``dataset_json`` is the dataset being trained; 2D trainers do not need it, the 2.5D ones read
+        the number of context slices from it.
+        """
+        return NetworkEntry(cls.cipa_config, ct_channel=0, pet_channel=1, trainer=cls.__name__)
 
     # ---------------------------------------------------------------------------------- network
     @classmethod
@@ -173,29 +161,25 @@ class nnUNetTrainerCIPA(nnUNetTrainer):
         enable_deep_supervision: bool = True,
     ) -> nn.Module:
         """Build CIPA from the plans alone (nnU-Net's predictor calls this without a trainer instance)."""
-        settings = configuration_manager.configuration.get(CIPA_PLANS_KEY)
-        if settings is None:  # plans not written by a CIPA trainer: fall back to this class's settings
-            settings = cls.cipa_network_settings({})
-        k = int(settings.get("context_slices", 0))
-        if num_input_channels != 2 * (2 * k + 1):
+        stored = configuration_manager.configuration.get(CIPA_PLANS_KEY)
+        # plans not written by a CIPA trainer: this class's own settings
+        entry = cls.network_entry() if stored is None else NetworkEntry.from_dict(stored)
+        k = entry.config.context_slices
+        if num_input_channels != 2 * entry.config.slices:
             layout = "CT, PET" if k == 0 else f"CT and PET at slice offsets -{k}..+{k}"
             raise ValueError(
-                f"{cls.__name__}: this network takes {2 * (2 * k + 1)} input channels ({layout}); the data "
-                f"has {num_input_channels}"
+                f"{cls.__name__}: this network takes {2 * entry.config.slices} input channels ({layout}); "
+                f"the data has {num_input_channels}"
                 + ("" if k == 0 else f" (convert the cases with --context-slices {k})")
             )
-        patch = tuple(int(p) for p in configuration_manager.patch_size)
-        return build_cipa(
-            settings["preset"],
+        return CIPA(
+            entry.config,
             in_channels=num_input_channels,
             num_classes=num_output_channels,
-            patch_size=patch,
+            patch_size=tuple(int(p) for p in configuration_manager.patch_size),
+            ct_channel=entry.ct_channel,
+            pet_channel=entry.pet_channel,
             deep_supervision=enable_deep_supervision,
-            ct_channel=settings["ct_channel"],
-            pet_channel=settings["pet_channel"],
-            context_slices=k,
-            sim=bool(settings.get("sim", False)),
-            **settings["overrides"],
         )
 
     def initialize(self):
@@ -212,11 +196,10 @@ class nnUNetTrainerCIPA(nnUNetTrainer):
             return None
         if self.network is not None:
             return self._unwrapped_network().deep_supervision_scales()
-        k = int(self.configuration_manager.configuration.get(CIPA_PLANS_KEY, {}).get("context_slices", 0))
         probe = self.build_network_architecture(
             self.plans_manager,
             self.configuration_manager,
-            2 * (2 * k + 1),
+            determine_num_input_channels(self.plans_manager, self.configuration_manager, self.dataset_json),
             self.label_manager.num_segmentation_heads,
             True,
         )

@@ -14,10 +14,12 @@ variant (preset, schedule, fine-tuning) has its 2.5D twin with one line. What it
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from typing import Any
 
-from .cipa_trainer import CIPA_PLANS_KEY, nnUNetTrainerCIPA
+from nnunetv2_cipa.plans.network_entry import CIPA_PLANS_KEY, NetworkEntry
+
+from .cipa_trainer import nnUNetTrainerCIPA
 from .slice_augmentation import count_grouped, group_intensity_transforms, modality_groups
 from .slice_channels import context_slices_of, modality_channels
 from .variants import nnUNetTrainerCIPA_small, nnUNetTrainerCIPA_small_smoke
@@ -29,19 +31,31 @@ class SliceContextMixin:
     cipa_sim: bool = True
 
     @classmethod
-    def cipa_network_settings(cls, dataset_json: Mapping) -> dict[str, Any]:
-        settings = super().cipa_network_settings(dataset_json)
-        k = context_slices_of(dataset_json) if dataset_json else 0
+    def network_entry(cls, dataset_json: Mapping | None = None) -> NetworkEntry:
+        """The 2D entry with K (from the dataset), ``sim`` and the slice channels of each modality."""
+        entry = super().network_entry(dataset_json)
+        if dataset_json is None:
+            raise ValueError(
+                f"{cls.__name__}: the plans carry no CIPA network entry (key {CIPA_PLANS_KEY!r}); the number "
+                "of context slices comes from the dataset, so train this trainer before predicting with it"
+            )
+        k = context_slices_of(dataset_json)
         if k == 0:
             raise ValueError(
                 f"{cls.__name__} trains on 2.5D data, but the dataset has 2 channels (no context slices): "
                 "convert it with --context-slices K (K >= 1), or train nnUNetTrainerCIPA"
             )
         ct, pet = modality_channels(k)
-        return {**settings, "ct_channel": ct, "pet_channel": pet, "context_slices": k, "sim": cls.cipa_sim}
+        return dataclasses.replace(
+            entry,
+            config=entry.config.replace(context_slices=k, sim=cls.cipa_sim),
+            ct_channel=tuple(ct),
+            pet_channel=tuple(pet),
+        )
 
     def _context_slices(self) -> int:
-        return int(self.configuration_manager.configuration[CIPA_PLANS_KEY]["context_slices"])
+        stored = self.configuration_manager.configuration[CIPA_PLANS_KEY]
+        return NetworkEntry.from_dict(stored).config.context_slices
 
     def get_training_transforms(self, *args, **kwargs):
         """nnU-Net's pipeline with its per-channel intensity transforms drawn once per modality."""

@@ -10,6 +10,8 @@ import os
 
 import torch
 
+from nnunetv2_cipa.architectures.config import PRESETS
+
 from .cipa_trainer import nnUNetTrainerCIPA
 
 PRETRAINED_ENV = "NNUNETV2_CIPA_PRETRAINED"
@@ -24,13 +26,13 @@ SCHEDULE_ENV = (
 class nnUNetTrainerCIPA_noCRM(nnUNetTrainerCIPA):
     """Paper ablation: no channel rectification module (skips are F_ct + F_pet + DCIM(F_ct, F_pet))."""
 
-    cipa_overrides = {"crm": False}
+    cipa_config = PRESETS["paper"].replace(crm=False)
 
 
 class nnUNetTrainerCIPA_noDCIM(nnUNetTrainerCIPA):
     """Paper ablation: no dynamic cross-modality interaction module (skips are R_ct + R_pet)."""
 
-    cipa_overrides = {"dcim": False}
+    cipa_config = PRESETS["paper"].replace(dcim=False)
 
 
 # ------------------------------------------------------------------------------------------ presets
@@ -42,7 +44,7 @@ class nnUNetTrainerCIPA_small(nnUNetTrainerCIPA):
     peak lr (2e-3) because the network is tiny and trained from scratch in few updates.
     """
 
-    cipa_preset = "small"
+    cipa_config = PRESETS["small"]
     max_patch_size = (128, 128)
     reference_patch_size = (128, 128)
     reference_batch_size = 8

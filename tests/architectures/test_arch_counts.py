@@ -13,8 +13,8 @@ OFFICIAL = [
     ({"crm": False, "dcim": False}, 33_915_392),
     ({"dcim": False}, 36_319_748),
     ({"crm": False}, 52_167_842),
-    ({"locals_per_region": 2}, 54_537_638),  # reference's k construction, §5
-    ({"locals_per_region": 8}, 54_710_438),
+    ({"dcim_window": 2}, 54_537_638),  # reference's k construction, §5
+    ({"dcim_window": 8}, 54_710_438),
 ]
 
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from nnunetv2_cipa.ops import selective_scan
+from nnunetv2_cipa.ops import choose_scan_backend, selective_scan
 from nnunetv2_cipa.ops.reference import selective_scan_reference
 from nnunetv2_cipa.ops.torch_scan import TILE_ELEMENTS, make_plan, selective_scan_torch
 
@@ -298,16 +298,19 @@ def small_inputs():
     return make_inputs(1, 2, 2, 2, 8, dtype=torch.float32)
 
 
-def test_cpu_auto_runs_torch_and_env_overrides_auto(spies, monkeypatch):
+def test_cpu_auto_runs_torch_and_env_overrides_auto_when_chosen(spies, monkeypatch):
     selective_scan(*small_inputs())
     assert spies == ["torch"]
     monkeypatch.setenv(scan_module.ENV_BACKEND, "reference")
-    selective_scan(*small_inputs())
-    selective_scan(*small_inputs(), backend="torch")  # an explicit argument wins over the env
-    assert spies == ["torch", "reference", "torch"]
+    selective_scan(*small_inputs())  # the scan call itself never reads the environment
+    assert spies == ["torch", "torch"]
+    backend = choose_scan_backend("auto")  # networks choose once, when they are built
+    assert backend == "reference" and choose_scan_backend("torch") == "torch"  # explicit wins
+    selective_scan(*small_inputs(), backend=backend)
+    assert spies == ["torch", "torch", "reference"]
     monkeypatch.setenv(scan_module.ENV_BACKEND, "fastest")
     with pytest.raises(ValueError, match="NNUNETV2_CIPA_SCAN_BACKEND"):
-        selective_scan(*small_inputs())
+        choose_scan_backend()
 
 
 def test_unknown_backend_is_rejected():

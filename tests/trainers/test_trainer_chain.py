@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from nnunetv2_cipa.architectures import PRESETS
 from nnunetv2_cipa.synthetic import PhantomSpec, write_synthetic_dataset
 
 DATASET_ID = 987
@@ -105,7 +106,7 @@ def test_train_validate_predict_3d_and_evaluate(chain):
     assert list((fold_dir / "validation").glob("*.npz"))  # --npz for ensembling
     plans = json.loads((chain["results"] / "plans.json").read_text())
     assert plans["configurations"]["2d"]["patch_size"] == [64, 64]  # forced by the trainer
-    assert plans["configurations"]["2d"]["cipa"]["preset"] == "small"
+    assert plans["configurations"]["2d"]["cipa"]["config"] == PRESETS["small"].to_dict()
 
     (fold_dir / "validation" / "summary.json").unlink()
     _run(

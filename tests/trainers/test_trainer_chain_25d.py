@@ -30,7 +30,8 @@ pytestmark = pytest.mark.slow
 
 
 def _run(args: list[str], env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run([str(BIN / args[0]), *args[1:]], env=env, capture_output=True, text=True, timeout=600)
+    command = [str(BIN / args[0]), *args[1:]]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     if check and out.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
@@ -100,8 +101,9 @@ def test_2d_checkpoint_initialises_sim_network_then_predict_and_evaluate(chain):
     entry = plans["configurations"]["2d"]["cipa"]
     assert entry["context_slices"] == 1 and entry["sim"] is True
     assert entry["ct_channel"] == [0, 1, 2] and entry["pet_channel"] == [3, 4, 5]
-    # the encoder moved from the checkpoint (it was trained), the SIM projection left zero
-    final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
+    # training moved the zero-initialised SIM projection
+    final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    final = final["network_weights"]
     assert final["slice_interaction.ct.0.proj.weight"].abs().sum() > 0
 
     out = chain["root"] / "pred"
@@ -131,4 +133,5 @@ def test_foreign_checkpoint_and_2d_data_are_refused(chain):
         _train(TARGET_ID, TRAINER_SIM, chain["env"])
     wrong = _predict(chain["source"] / "imagesTs", chain["root"] / "pred_2d", chain["env"], check=False)
     assert wrong.returncode != 0
-    assert "expected input (batch, 6, H, W) (CT and PET at slice offsets -1..+1" in wrong.stdout + wrong.stderr
+    expected = "expected input (batch, 6, H, W) (CT and PET at slice offsets -1..+1"
+    assert expected in wrong.stdout + wrong.stderr

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from nnunetv2_cipa.architectures import PRESETS
 from nnunetv2_cipa.trainers import discovery
 from nnunetv2_cipa.trainers.cipa_trainer import CIPA_PLANS_KEY, cipa_batch_size, cipa_patch_size
 from nnunetv2_cipa.trainers.normalization import (
@@ -111,7 +112,7 @@ def test_plans_forced_before_init_paper_512_and_small():
     nnUNetTrainerCIPA._force_cipa_plans(plans, "2d")
     cfg = plans["configurations"]["2d"]
     assert cfg["patch_size"] == [512, 512] and cfg["batch_size"] == 4
-    assert cfg[CIPA_PLANS_KEY]["preset"] == "paper"
+    assert cfg[CIPA_PLANS_KEY]["config"] == PRESETS["paper"].to_dict()
     plans = _plans(patch=(96, 96))
     nnUNetTrainerCIPA_small._force_cipa_plans(plans, "2d")
     assert plans["configurations"]["2d"]["patch_size"] == [128, 128]  # small: multiple of 64
@@ -164,11 +165,11 @@ def test_variant_overrides_reach_network():
 
     plans = _plans(patch=(128, 128))
     nnUNetTrainerCIPA_noDCIM._force_cipa_plans(plans, "2d")
-    assert plans["configurations"]["2d"][CIPA_PLANS_KEY]["overrides"] == {"dcim": False}
+    assert plans["configurations"]["2d"][CIPA_PLANS_KEY]["config"]["dcim"] is False
     pm = PlansManager(plans)
-    # build a small one to keep the test cheap: same override path
+    # build a small one to keep the test cheap: the plans' config is what the network is built from
     cfg = pm.plans["configurations"]["2d"][CIPA_PLANS_KEY]
-    cfg["preset"] = "small"
+    cfg["config"] = PRESETS["small"].replace(dcim=False).to_dict()
     net = nnUNetTrainerCIPA.build_network_architecture(pm, pm.get_configuration("2d"), 2, 2, False)
     assert net.dcim is None and net.crm is not None and net.num_classes == 2
 
