@@ -6,6 +6,9 @@ written to the training log at the start:
 
 * ``finetune_lr_factor`` (0.1): peak learning rate = the parent trainer's ``cipa_initial_lr`` x this,
   because the weights already sit in a good basin and a small cohort overfits fast;
+* ``new_module_lr_factor`` (1.0): the modules a 2D checkpoint cannot provide (the slice interaction
+  modules) train at the parent's peak lr x this, since they start from zero and have to learn in
+  the same short schedule (an AdamW group with its own ``lr_scale``);
 * ``warmup_fraction`` (0.1): a longer linear warm-up than from scratch (0.02), so that the
   re-initialised heads and the zero-initialised slice interaction modules settle before the
   pre-trained weights move much;
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import torch
 
+from nnunetv2_cipa.architectures.transfer import SIM_PREFIX
+
 from .cipa_trainer import nnUNetTrainerCIPA
 from .slice_trainers import SliceContextMixin
 from .variants import nnUNetTrainerCIPA_small
@@ -29,6 +34,7 @@ class FinetuneMixin:
     """Lower peak lr, longer warm-up, optional encoder freeze (see module docstring)."""
 
     finetune_lr_factor: float = 0.1
+    new_module_lr_factor: float = 1.0
     warmup_fraction: float = 0.1
     freeze_encoder_epochs: int = 0
 
@@ -44,11 +50,26 @@ class FinetuneMixin:
         self.initial_lr = self.cipa_initial_lr * self.finetune_lr_factor
         self._encoder_frozen: bool | None = None
 
+    def configure_optimizers(self):
+        """The parent's optimiser, with the new (slice interaction) parameters in groups of their own."""
+        optimizer, scheduler = super().configure_optimizers()
+        net = self._unwrapped_network()
+        new = {id(p) for name, p in net.named_parameters() if name.startswith(SIM_PREFIX)}
+        scale = self.new_module_lr_factor / self.finetune_lr_factor
+        for group in list(optimizer.param_groups):
+            moved = [p for p in group["params"] if id(p) in new]
+            if moved:
+                group["params"] = [p for p in group["params"] if id(p) not in new]
+                settings = {k: v for k, v in group.items() if k != "params"}
+                optimizer.add_param_group({**settings, "params": moved, "lr_scale": scale})
+        return optimizer, scheduler
+
     def on_train_start(self):
         super().on_train_start()
         self.print_to_log_file(
             f"fine-tuning: peak lr {self.initial_lr:g} "
-            f"({self.finetune_lr_factor:g} x {self.cipa_initial_lr:g}), "
+            f"({self.finetune_lr_factor:g} x {self.cipa_initial_lr:g}), new modules "
+            f"{self.cipa_initial_lr * self.new_module_lr_factor:g}, "
             f"warm-up {self.warmup_fraction:g} of {self.num_epochs} epochs, encoder frozen for the first "
             f"{self.freeze_encoder_epochs} epoch(s)"
         )
