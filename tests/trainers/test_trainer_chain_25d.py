@@ -99,7 +99,7 @@ def test_2d_checkpoint_initialises_sim_network_then_predict_and_evaluate(chain):
     assert "2.5D: K=1 context slices, SIM; 6 intensity transforms drawn once per modality's 3 slices" in log
     plans = json.loads((chain["target_results"] / "plans.json").read_text())
     entry = plans["configurations"]["2d"]["cipa"]
-    assert entry["context_slices"] == 1 and entry["sim"] is True
+    assert entry["config"]["context_slices"] == 1 and entry["config"]["sim"] is True
     assert entry["ct_channel"] == [0, 1, 2] and entry["pet_channel"] == [3, 4, 5]
     # training moved the zero-initialised SIM projection
     final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
