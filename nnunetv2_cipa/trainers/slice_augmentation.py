@@ -37,14 +37,15 @@ from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResol
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
 
+from .slice_channels import modality_channels
+
 PER_SLICE = (GaussianBlurTransform, SimulateLowResolutionTransform)
 JOINT = (MultiplicativeBrightnessTransform, ContrastTransform, GammaTransform)
 
 
-def modality_groups(context_slices: int, n_modalities: int = 2) -> list[list[int]]:
-    """Channel indices of each modality: CT at offsets -K..+K first, then PET (the data contract)."""
-    span = 2 * int(context_slices) + 1
-    return [list(range(m * span, (m + 1) * span)) for m in range(n_modalities)]
+def modality_groups(context_slices: int) -> list[list[int]]:
+    """Channel indices of each modality: CT at offsets -K..+K first, then PET (the data layout)."""
+    return list(modality_channels(context_slices))
 
 
 class SliceGroupTransform(ImageOnlyTransform):
