@@ -2,7 +2,7 @@
 
 Why: the selective-scan benchmark and the GPU tests compare our kernel against mamba-ssm's, but
 mamba-ssm publishes no wheel for every torch/CUDA pair (none for torch 2.11 + CUDA 13), and its own
-``setup.py`` compiles eleven architectures, which takes far longer than a benchmark session allows. This
+``setup.py`` compiles eleven architectures, which takes far longer than the one the GPU at hand needs. This
 script compiles the same sources with the same nvcc flags for the architecture of the GPU in this
 machine only, with ``torch.utils.cpp_extension.load``, and prints the ``PYTHONPATH`` under which
 ``import selective_scan_cuda`` and ``import mamba_ssm`` then work. Nothing of mamba-ssm enters this
@@ -11,9 +11,6 @@ repository: the user supplies the sdist (``pip download --no-deps --no-binary :a
 
     python benchmarks/build_mamba_reference.py mamba_ssm-2.3.2.post1.tar.gz --out /tmp/mamba_ref
     export PYTHONPATH=<the PYTHONPATH=... line it prints last>:$PYTHONPATH
-
-Status: not yet run on a GPU (none was lent to the sessions so far); only the unpacking was tried,
-on CPU, with the 2.3.2.post1 sdist.
 """
 
 from __future__ import annotations

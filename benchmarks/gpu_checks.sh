@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check of the project in one go, for a machine with a CUDA GPU, nvcc and torch (no network).
+# Every GPU check in one go, for a machine with a CUDA GPU, nvcc and torch (no network).
 #
 #   bash benchmarks/gpu_checks.sh LOGDIR [MAMBA_SDIST]
 #
@@ -11,9 +11,6 @@
 # 4. runs benchmarks/selective_scan.py (fp32, bf16) and benchmarks/network.py --device cuda.
 # Each step writes LOGDIR/<step>.log; a failed step is reported and the next one still runs. The exit
 # status is the number of failed steps.
-#
-# Status: written for the first session that is lent a GPU; not yet run on one (no GPU was lent to
-# the sessions so far), so expect to fix small things on its first run.
 set -u
 LOGDIR=${1:?usage: gpu_checks.sh LOGDIR [MAMBA_SDIST]}
 MAMBA_SDIST=${2:-}

@@ -1,10 +1,10 @@
 """Does the small CIPA learn? Held-out Dice and wall time on the synthetic PET/CT data, CPU, vs nnU-Net.
 
-Trains ``nnUNetTrainerCIPA_small_envschedule`` and the stock ``nnUNetTrainer`` (2d, its planned
+Trains ``nnUNetTrainerCIPA_small_<E>epochs_<I>iters`` and the stock ``nnUNetTrainer`` (2d, its planned
 PlainConvUNet, SGD/poly) with the same epochs x iterations, each with the stock ``nnUNetv2_train``
 (fold 0 of the synthetic dataset's patient-grouped split), then predicts the held-out patients with
 ``nnUNetv2_predict`` and reports the Dice over all held-out voxels (pooled, like the paper) and the
-training wall time. Target (issue 4): CIPA small Dice >= 0.85 within 15 minutes on 2 cores.
+training wall time.
 
 The stock trainer is trained in-process through nnU-Net's Python API with the same schedule, because
 ``-tr nnUNetTrainer_Xepochs`` lives in nnU-Net's ``variants/`` folder, which the trainer lookup cannot
@@ -29,9 +29,9 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from nnunetv2_cipa.synthetic import PhantomSpec, write_synthetic_dataset
+from nnunetv2_cipa.trainers.short_schedules import VALIDATION_ITERATIONS, schedule_trainer_name
 
 DATASET_ID = 981
-CIPA_TRAINER = "nnUNetTrainerCIPA_small_envschedule"
 BIN = Path(sys.executable).parent
 
 
@@ -51,7 +51,7 @@ def _train_baseline(env: dict, epochs: int, iterations: int) -> float:
         f"t = get_trainer_from_args('{DATASET_ID}', '2d', 0, 'nnUNetTrainer', 'nnUNetPlans',\n"
         "                          device=torch.device('cpu'))\n"
         f"t.num_epochs = {epochs}; t.num_iterations_per_epoch = {iterations}\n"
-        "t.num_val_iterations_per_epoch = 5\n"
+        f"t.num_val_iterations_per_epoch = {VALIDATION_ITERATIONS}\n"
         "t.run_training(); t.perform_actual_validation(False)\n"
     )
     start = time.time()
@@ -88,9 +88,6 @@ def main() -> int:
         {
             "nnUNet_compile": "false",
             "nnUNet_n_proc_DA": "1",
-            "NNUNETV2_CIPA_NUM_EPOCHS": str(args.epochs),
-            "NNUNETV2_CIPA_ITERATIONS_PER_EPOCH": str(args.iterations),
-            "NNUNETV2_CIPA_VAL_ITERATIONS": "5",
         }
     )
     print(f"load average before: {os.getloadavg()}  (2-core machine; shared => timings noisy)")
@@ -102,7 +99,8 @@ def main() -> int:
             ["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "2", "-npfp", "2"], env
         )
     rows = []
-    runs = [(CIPA_TRAINER, None)] + ([] if args.skip_baseline else [("nnUNetTrainer", _train_baseline)])
+    cipa_trainer = schedule_trainer_name("nnUNetTrainerCIPA_small", args.epochs, args.iterations)
+    runs = [(cipa_trainer, None)] + ([] if args.skip_baseline else [("nnUNetTrainer", _train_baseline)])
     for trainer, custom in runs:
         if custom is None:
             seconds = _run(

@@ -21,7 +21,7 @@ may only be made on the validation columns. Trainers run through nnU-Net's own P
 -pretrained_weights`` -- and ``run_training``), in one subprocess each, so the schedule is set without
 extra trainer classes; prediction uses ``nnUNetv2_predict``.
 
-    .venv/bin/python benchmarks/transfer_25d.py [--epochs 8 --iterations 25 --pretrain-epochs 16]
+    .venv/bin/python benchmarks/transfer_25d.py [--epochs 5 --iterations 15 --pretrain-epochs 8]
                                                 [--work DIR] [--seed 0]
 
 One run, one seed: differences of a few Dice points are within run-to-run noise. Wall times on a
@@ -118,15 +118,16 @@ def _predict(env: dict, source: Path, out: Path, dataset: int, trainer: str) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=8, help="epochs per arm")
-    parser.add_argument("--iterations", type=int, default=25, help="iterations per epoch (every run)")
-    parser.add_argument("--pretrain-epochs", type=int, default=16)
-    parser.add_argument("--source-patients", type=int, default=24)
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per arm")
+    parser.add_argument("--iterations", type=int, default=15, help="iterations per epoch (every run)")
+    parser.add_argument("--pretrain-epochs", type=int, default=8)
+    parser.add_argument("--source-patients", type=int, default=16)
     parser.add_argument("--target-patients", type=int, default=8, help="training patients of the target")
     parser.add_argument("--test-patients", type=int, default=8, help="held-out target patients")
     parser.add_argument("--size", type=int, default=64, help="in-plane matrix of the phantoms")
     parser.add_argument("--slices", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every subprocess")
     parser.add_argument("--work", help="working folder (default: a new temporary folder)")
     args = parser.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="cipa_transfer25d_"))
@@ -134,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (work / name).mkdir(parents=True, exist_ok=True)
         env[name] = str(work / name)
-    env.update({"nnUNet_compile": "false", "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1"})
+    # one torch thread per process: on a loaded 2-core machine torch's default threads oversubscribe the
+    # cores and a training step becomes an order of magnitude slower
+    env.update({"nnUNet_compile": "false", "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1",
+                "OMP_NUM_THREADS": str(args.threads)})
     print(f"load average before: {os.getloadavg()}  (shared machine: wall times are indicative)", flush=True)
     started = time.time()
 

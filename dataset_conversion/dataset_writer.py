@@ -17,6 +17,7 @@ import SimpleITK as sitk
 
 from .case_ids import CaseIdRegistry
 from .dataset_files import patient_grouped_folds
+from .dicom_provenance import write_provenance
 from .errors import ConversionLog
 from .writers import StagedFolder, write_image_atomic, write_json_atomic
 
@@ -58,7 +59,9 @@ class DatasetWriter:
         label: sitk.Image | None,
         test: bool,
         provenance: dict | None = None,
+        dicom_source: dict | None = None,
     ) -> None:
+        """Write one case; ``dicom_source`` (``dicom_provenance``) goes beside its images."""
         self.ids.register(case_id, source)
         images, labels = ("imagesTs", "labelsTs") if test else ("imagesTr", "labelsTr")
         root = self.staged.path
@@ -66,6 +69,8 @@ class DatasetWriter:
         write_image_atomic(pet, root / images / f"{case_id}_0001.nii.gz")
         if label is not None:
             write_image_atomic(label, root / labels / f"{case_id}.nii.gz")
+        if dicom_source is not None:
+            write_provenance(dicom_source, root / images, case_id)
         self.case_patient[case_id] = patient
         self.case_source[case_id] = source
         if test:

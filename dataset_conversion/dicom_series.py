@@ -37,6 +37,11 @@ class SliceStack:
     step: float
     nonuniformity_mm: float
 
+    @property
+    def sop_instance_uids(self) -> list[str]:
+        """SOPInstanceUIDs in slice order (index k of the volume is ``sop_instance_uids[k]``)."""
+        return [str(getattr(h, "SOPInstanceUID", "")) for h in self.headers]
+
 
 def _floats(value, n: int, where: str, keyword: str) -> np.ndarray:
     try:
@@ -48,15 +53,16 @@ def _floats(value, n: int, where: str, keyword: str) -> np.ndarray:
     return arr
 
 
-def order_slices(files: list[Path], headers: list[Dataset], where: str, log: ConversionLog) -> SliceStack:
-    """Sort slices along the normal and check orientation, duplicates, gaps and uniformity."""
-    if not files:
-        raise ConversionError(where, "series has no image files")
-    first = headers[0]
+def _check_single_frame(first: Dataset, where: str) -> None:
     if int(getattr(first, "NumberOfFrames", 1) or 1) > 1:
         raise ConversionError(where, "multi-frame (enhanced) images are not supported")
-    iop = _floats(getattr(first, "ImageOrientationPatient", None), 6, where, "ImageOrientationPatient")
-    spacing = _floats(getattr(first, "PixelSpacing", None), 2, where, "PixelSpacing")
+
+
+def _common_geometry(files: list[Path], headers: list[Dataset]) -> tuple[np.ndarray, np.ndarray]:
+    """(ImageOrientationPatient, PixelSpacing) shared by every slice; the first differing file is an error."""
+    first = headers[0]
+    iop = _floats(getattr(first, "ImageOrientationPatient", None), 6, files[0], "ImageOrientationPatient")
+    spacing = _floats(getattr(first, "PixelSpacing", None), 2, files[0], "PixelSpacing")
     shape = (getattr(first, "Rows", None), getattr(first, "Columns", None))
     for f, h in zip(files, headers, strict=True):
         if not np.allclose(
@@ -71,6 +77,11 @@ def order_slices(files: list[Path], headers: list[Dataset], where: str, log: Con
             _floats(getattr(h, "PixelSpacing", None), 2, f, "PixelSpacing"), spacing, atol=1e-4
         ):
             raise ConversionError(f, "PixelSpacing differs from the first slice of the series")
+    return iop, spacing
+
+
+def _axial_directions(iop: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, column, normal) direction cosines; only axis-aligned axial series are accepted."""
     row_dir, col_dir = iop[:3], iop[3:]
     normal = np.cross(row_dir, col_dir)
     for vec in (row_dir, col_dir):
@@ -82,49 +93,72 @@ def order_slices(files: list[Path], headers: list[Dataset], where: str, log: Con
             )
     if abs(abs(normal[2]) - 1) > AXIS_TOLERANCE:
         raise ConversionError(where, f"not an axial series (slice normal {normal.round(3).tolist()})")
-    positions = np.array(
-        [
-            float(
-                np.dot(
-                    _floats(getattr(h, "ImagePositionPatient", None), 3, f, "ImagePositionPatient"), normal
-                )
-            )
-            for f, h in zip(files, headers, strict=True)
-        ]
-    )
-    order = np.argsort(positions, kind="stable")
-    positions = positions[order]
-    files = [files[i] for i in order]
-    headers = [headers[i] for i in order]
+    return row_dir, col_dir, normal
+
+
+def _positions_along(normal: np.ndarray, files: list[Path], headers: list[Dataset]) -> np.ndarray:
+    """Each slice's ImagePositionPatient projected on the slice normal (mm)."""
+    ipp = [
+        _floats(getattr(h, "ImagePositionPatient", None), 3, f, "ImagePositionPatient")
+        for f, h in zip(files, headers, strict=True)
+    ]
+    return np.array([float(np.dot(p, normal)) for p in ipp])
+
+
+def _check_no_duplicates_or_gaps(positions: np.ndarray, files: list[Path], where: str) -> None:
+    """Sorted positions: two slices at one place, or a step > GAP_FACTOR x the median, are errors."""
     steps = np.diff(positions)
-    if steps.size and steps.min() < DUPLICATE_TOLERANCE_MM:
+    if not steps.size:
+        return
+    if steps.min() < DUPLICATE_TOLERANCE_MM:
         k = int(np.argmin(steps))
         raise ConversionError(
             files[k + 1],
             f"two slices at the same position {positions[k]:.3f} mm (mixed or duplicated series)",
         )
-    if steps.size:
-        median = float(np.median(steps))
-        if steps.max() > GAP_FACTOR * median:
-            k = int(np.argmax(steps))
-            raise ConversionError(
-                where,
-                f"gap of {steps[k]:.2f} mm after slice at {positions[k]:.2f} mm "
-                f"(median step {median:.2f} mm): missing slices",
-            )
-        step = float((positions[-1] - positions[0]) / (len(positions) - 1))
-        nonuniformity = float(np.abs(positions - (positions[0] + step * np.arange(len(positions)))).max())
-        if nonuniformity > NONUNIFORM_WARN_MM:
-            log.warn(
-                where,
-                f"slice spacing is not uniform: up to {nonuniformity:.3f} mm from a regular "
-                f"{step:.4f} mm grid",
-            )
-    else:
+    median = float(np.median(steps))
+    if steps.max() > GAP_FACTOR * median:
+        k = int(np.argmax(steps))
+        raise ConversionError(
+            where,
+            f"gap of {steps[k]:.2f} mm after slice at {positions[k]:.2f} mm "
+            f"(median step {median:.2f} mm): missing slices",
+        )
+
+
+def _mean_step_and_nonuniformity(
+    positions: np.ndarray, first: Dataset, where: str, log: ConversionLog
+) -> tuple[float, float]:
+    """The regular step the volume is placed with, and the largest deviation from it (warned)."""
+    if len(positions) < 2:
         step = float(
             getattr(first, "SpacingBetweenSlices", None) or getattr(first, "SliceThickness", None) or 1.0
         )
-        nonuniformity = 0.0
+        return step, 0.0
+    step = float((positions[-1] - positions[0]) / (len(positions) - 1))
+    nonuniformity = float(np.abs(positions - (positions[0] + step * np.arange(len(positions)))).max())
+    if nonuniformity > NONUNIFORM_WARN_MM:
+        log.warn(
+            where,
+            f"slice spacing is not uniform: up to {nonuniformity:.3f} mm from a regular {step:.4f} mm grid",
+        )
+    return step, nonuniformity
+
+
+def order_slices(files: list[Path], headers: list[Dataset], where: str, log: ConversionLog) -> SliceStack:
+    """Sort slices along the normal and check orientation, duplicates, gaps and uniformity."""
+    if not files:
+        raise ConversionError(where, "series has no image files")
+    _check_single_frame(headers[0], where)
+    iop, spacing = _common_geometry(files, headers)
+    row_dir, col_dir, normal = _axial_directions(iop, where)
+    positions = _positions_along(normal, files, headers)
+    order = np.argsort(positions, kind="stable")
+    positions = positions[order]
+    files = [files[i] for i in order]
+    headers = [headers[i] for i in order]
+    _check_no_duplicates_or_gaps(positions, files, where)
+    step, nonuniformity = _mean_step_and_nonuniformity(positions, headers[0], where, log)
     return SliceStack(
         files=files,
         headers=headers,

@@ -21,6 +21,7 @@ from .case_checks import check_case_arrays
 from .case_ids import sanitise_case_id
 from .ct_window import body_saturation, clip_hu, saturation_message
 from .dicom_index import SeriesInfo, index_folder
+from .dicom_provenance import provenance_path, series_provenance, write_provenance
 from .dicom_series import order_slices, read_volume
 from .errors import ConversionError, ConversionLog
 from .resample import resample_onto
@@ -76,6 +77,7 @@ def load_ct(path: Path, log: ConversionLog) -> tuple[sitk.Image, dict]:
     return read_volume(stack, str(path)), {
         "ct_series": info.series_uid,
         "frame_of_reference": info.frame_of_reference_uid,
+        "dicom_source": series_provenance(stack),
     }
 
 
@@ -126,8 +128,12 @@ def convert_new_case(
     suv_factor: float | None = None,
     overrides: SuvOverrides | None = None,
 ) -> list[Path]:
-    """Write ``<out>/<id>_0000.nii.gz`` (CT) and ``_0001`` (SUV) plus ``<id>.conversion.json``."""
+    """Write ``<out>/<id>_0000.nii.gz`` (CT) and ``_0001`` (SUV) plus ``<id>.conversion.json``.
+
+    A DICOM CT also gets ``<id>.provenance.json`` (``dicom_provenance``), what ``export-dicom`` needs.
+    """
     ct, ct_record = load_ct(ct_path, log)
+    dicom_source = ct_record.pop("dicom_source", None)
     suv, pet_record = load_pet_suv(pet_path, log, suv_factor, overrides)
     for_ct, for_pet = ct_record.get("frame_of_reference"), pet_record.get("frame_of_reference")
     if for_ct and for_pet and for_ct != for_pet:
@@ -147,7 +153,8 @@ def convert_new_case(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{case_id}_0000.nii.gz", out_dir / f"{case_id}_0001.nii.gz"]
     record_path = out_dir / f"{case_id}.conversion.json"
-    existing = [p for p in (*paths, record_path) if p.exists()]
+    source_path = provenance_path(out_dir, case_id)
+    existing = [p for p in (*paths, record_path, source_path) if p.exists()]
     if existing and not overwrite:
         raise ConversionError(existing[0], "already exists; pass --overwrite to replace it")
 
@@ -188,4 +195,7 @@ def convert_new_case(
         },
         record_path,
     )
+    if dicom_source is not None:
+        return [*paths, record_path, write_provenance(dicom_source, out_dir, case_id)]
+    source_path.unlink(missing_ok=True)  # an overwritten DICOM case must not keep its old source
     return [*paths, record_path]

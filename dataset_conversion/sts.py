@@ -30,7 +30,8 @@ from .ct_window import PAPER_WINDOW, body_saturation, clip_hu, saturation_messag
 from .dataset_files import dataset_json, split_patients
 from .dataset_writer import DatasetWriter
 from .dicom_index import by_patient, index_folder
-from .dicom_series import order_slices, read_volume
+from .dicom_provenance import series_provenance
+from .dicom_series import SliceStack, order_slices, read_volume
 from .errors import ConversionError, ConversionLog
 from .parity import format_parity, parity_report
 from .resample import resample_onto
@@ -73,6 +74,7 @@ class PatientVolumes:
     label: np.ndarray  # (z, y, x) uint8 on the CT grid
     provenance: dict
     roi_slice_counts: dict[str, int]
+    ct_stack: SliceStack | None = None  # the sorted CT slices, for each case's DICOM provenance
 
 
 def kept_slices(label: np.ndarray, rule: str, margin: int) -> list[int]:
@@ -148,7 +150,7 @@ def load_patient(patient_id: str, series, options: StsOptions, log: ConversionLo
         "pet_slice_nonuniformity_mm": pet_stack.nonuniformity_mm,
         "body_fraction_saturated_by_ct_window": saturation,
     }
-    return PatientVolumes(patient_id, ct_clipped, suv, label, provenance, counts)
+    return PatientVolumes(patient_id, ct_clipped, suv, label, provenance, counts, ct_stack)
 
 
 def _slice(image: sitk.Image, k: int) -> sitk.Image:
@@ -187,6 +189,7 @@ def _write_patient(
             label=label_img[:, :, lo:hi],
             test=test,
             provenance={**vols.provenance, "z_range": [lo, hi]},
+            dicom_source=series_provenance(vols.ct_stack, lo, hi - lo) if vols.ct_stack else None,
         )
         return 1
     for k in keep:
@@ -208,6 +211,7 @@ def _write_patient(
                 "z_mm": vols.ct_hu.TransformIndexToPhysicalPoint((0, 0, k))[2],
                 "suv_factor": vols.provenance["suv"]["factor"],
             },
+            dicom_source=series_provenance(vols.ct_stack, k, 1) if vols.ct_stack else None,
         )
     return len(keep)
 

@@ -6,7 +6,8 @@ injected dose decayed to the time the pixel values are decay-corrected to. This 
 per-series factor that multiplies ``A_c``, together with every header value it used, so that the
 manifest can show how each patient's SUV came about.
 
-Rules (data_reference.md section 3, QIBA vendor-neutral pseudo-code):
+Rules (the QIBA vendor-neutral SUV pseudo-code, as the public implementations MIRP and
+@cornerstonejs/calculate-suv apply it):
 
 * CorrectedImage must contain ATTN and DECY.
 * Units BQML: factor = W / D_decayed. Units GML: already SUVbw, factor 1 (SUVType must be BW if

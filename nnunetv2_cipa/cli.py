@@ -14,9 +14,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("nnunetv2_cipa.demo", "synthetic PET/CT -> plan -> train small CIPA -> validate -> predict"),
     "setup": ("nnunetv2_cipa.trainers.discovery", "make nnU-Net find nnUNetTrainerCIPA (run once per env)"),
-    "fixed-window": ("nnunetv2_cipa.trainers.normalization", "paper's fixed CT/PET windows -> plans"),
-    "params": ("nnunetv2_cipa.architectures.counting", "count parameters (and GFLOPs) of a CIPA preset"),
+    "fixed-window": ("nnunetv2_cipa.commands.fixed_window", "paper's fixed CT/PET windows -> plans"),
+    "params": ("nnunetv2_cipa.commands.params", "count parameters (and GFLOPs) of a CIPA preset"),
     "convert": ("nnunetv2_cipa.dataset_conversion.cli", "PCLT20K / TCIA STS / new cases -> nnU-Net raw"),
+    "export-dicom": ("nnunetv2_cipa.dicom_export.command", "predictions -> DICOM RTSTRUCT / SEG on the CT"),
     "evaluate": ("nnunetv2_cipa.evaluation.cli", "paper + nnU-Net + lesion metrics, tables, overlays"),
     "crossval-report": ("nnunetv2_cipa.evaluation.crossval", "five-fold validation -> metrics table"),
 }

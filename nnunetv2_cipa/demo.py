@@ -2,7 +2,8 @@
 
 Every step is nnU-Net's own command run as a subprocess (so its progress output is what users will see
 on their own data): ``nnUNetv2_plan_and_preprocess``, ``nnUNetv2_train ... -tr
-nnUNetTrainerCIPA_small_envschedule`` (validation runs at the end of training) and ``nnUNetv2_predict``.
+nnUNetTrainerCIPA_small_<E>epochs_<I>iters`` (validation runs at the end of training) and
+``nnUNetv2_predict``.
 
 Idempotent: the dataset is reused when its generation parameters match, preprocessing when the
 preprocessed ``dataset.json`` matches the raw one, a finished training when its schedule matches
@@ -26,8 +27,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_cipa.synthetic import PhantomSpec, write_synthetic_dataset
+from nnunetv2_cipa.trainers.short_schedules import schedule_trainer_name
 
-TRAINER = "nnUNetTrainerCIPA_small_envschedule"
+TRAINER_BASE = "nnUNetTrainerCIPA_small"  # trained with the schedule its name gives (--epochs, --iterations)
 NNUNET_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
 
@@ -91,13 +93,7 @@ def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa demo") -> int
         path.mkdir(parents=True, exist_ok=True)
         env[var] = str(path)
     env.setdefault("nnUNet_n_proc_DA", "1")
-    env.update(
-        {
-            "NNUNETV2_CIPA_NUM_EPOCHS": str(args.epochs),
-            "NNUNETV2_CIPA_ITERATIONS_PER_EPOCH": str(args.iterations),
-            "NNUNETV2_CIPA_VAL_ITERATIONS": "5",
-        }
-    )
+    trainer = schedule_trainer_name(TRAINER_BASE, args.epochs, args.iterations)
     start = time.time()
     try:
         spec = PhantomSpec(size=args.size, slices=args.slices)
@@ -111,7 +107,7 @@ def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa demo") -> int
         )
         print(f"[demo] dataset {'reused' if reused else 'written'}: {raw}", flush=True)
         pre = folders["nnUNet_preprocessed"] / raw.name
-        results = folders["nnUNet_results"] / raw.name / f"{TRAINER}__nnUNetPlans__2d"
+        results = folders["nnUNet_results"] / raw.name / f"{trainer}__nnUNetPlans__2d"
         if args.fresh or not reused:
             shutil.rmtree(pre, ignore_errors=True)
             shutil.rmtree(results, ignore_errors=True)
@@ -147,7 +143,7 @@ def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa demo") -> int
             "2d",
             args.fold,
             "-tr",
-            TRAINER,
+            trainer,
             "-device",
             args.device,
             "--npz",
@@ -179,7 +175,7 @@ def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa demo") -> int
                 "-c",
                 "2d",
                 "-tr",
-                TRAINER,
+                trainer,
                 "-f",
                 args.fold,
                 "-device",

@@ -1,4 +1,4 @@
-"""Test-wide safety: nnU-Net folders always point at a temporary directory.
+"""Test-wide safety: nnU-Net folders always point at a temporary directory; the ``gpu`` marker's skip.
 
 Tests never touch a user's nnU-Net folders. The variables are set before any test imports
 nnunetv2 (its paths are read at use time in 2.8, but set early anyway), and each test that needs
@@ -42,3 +42,17 @@ def sts_fixture() -> Path:
     if not (STS_FIXTURE / "STS_001").is_dir():
         pytest.skip(f"STS fixture not found at {STS_FIXTURE}")
     return STS_FIXTURE
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip every test marked ``gpu`` when no CUDA device is present (the one place this is decided)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_items:
+        return
+    import torch  # only when a gpu test was collected: dataset-conversion runs stay torch-free
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in gpu_items:
+        item.add_marker(skip)

@@ -1,8 +1,8 @@
 """CIPA (Mei et al., CVPR 2025) for nnU-Net: shared VMamba encoder, CRM + DCIM fusion, CVSS decoder.
 
-Data flow per forward (cipa_reference.md §0, §1.4): the CT and PET channels of nnU-Net's input go
-through ONE encoder (weights shared; both run as one batch of 2B, which is exact because the encoder has
-no batch statistics). Per stage the fused skip is
+Data flow per forward (official ``models/encoders/dual_vmamba.py``; docs/official_model.md): the CT and
+PET channels of nnU-Net's input go through ONE encoder (weights shared; both run as one batch of 2B,
+which is exact because the encoder has no batch statistics). Per stage the fused skip is
 
 * crm and dcim: ``F_ct + F_pet + DCIM(CRM(F_ct, F_pet))``  (the paper model; residual on raw features)
 * crm only:     ``R_ct + R_pet``  with ``(R_ct, R_pet) = CRM(F_ct, F_pet)``

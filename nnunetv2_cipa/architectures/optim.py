@@ -2,7 +2,7 @@
 
 The official grouping (``utils/init_func.py::group_weight``) walks modules and only collects Linear,
 Conv and norm parameters, so bare ``nn.Parameter``s (all SSM tensors and the CVSS scales: 219 tensors,
-8.67M parameters) were never handed to the optimizer and stayed frozen (cipa_reference.md §2). Here
+8.67M parameters) were never handed to the optimizer and stayed frozen (docs/official_model.md). Here
 the grouping walks parameters, not modules, and checks that nothing is left out.
 
 Weight decay goes on matrices and kernels (>= 2-D weights: Linear, Conv, and the SSM projections

@@ -1,7 +1,8 @@
 """Load an ImageNet VMamba-T (v0) checkpoint into CIPA's shared encoder.
 
 The official code loads ``vssmtiny_dp01_ckpt_epoch_292.pth`` with ``strict=False`` and only prints
-"Failed loading checkpoint" when anything goes wrong (cipa_reference.md §1.1). Here a missing or
+"Failed loading checkpoint" when anything goes wrong (``models/encoders/vmamba.py``, ``Backbone_VSSM``).
+Here a missing or
 unreadable file is an error, the file is read with ``torch.load(weights_only=True)`` (no pickled code
 runs), and a report lists what was loaded, missing, unexpected, reshaped or ignored.
 

@@ -1,4 +1,5 @@
-"""Channel attention (CAB) of the decoder's channel-aware VSS block (cipa_reference.md §1.5)."""
+"""Channel attention (CAB) of the decoder's channel-aware VSS block (Sigma's
+``models/decoders/MambaDecoder.py``, as CIPA uses it; docs/official_model.md)."""
 
 from __future__ import annotations
 

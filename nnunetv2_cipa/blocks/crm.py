@@ -1,4 +1,5 @@
-"""CRM: channel-wise rectification of CT and PET features (cipa_reference.md §1.2).
+"""CRM: channel-wise rectification of CT and PET features (official
+``models/mamba_net_utils.py::ChannelRectifyModule``; docs/official_model.md).
 
 Every channel of both modalities becomes one token whose features are its whole spatial map
 (LayerNorm + Linear over H*W). An SS1D scans the 2C channel tokens (CT channels first, then PET), and a

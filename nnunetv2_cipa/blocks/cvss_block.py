@@ -1,4 +1,5 @@
-"""CVSS: the channel-aware VSS decoder block of Sigma/CIPA (cipa_reference.md §1.5).
+"""CVSS: the channel-aware VSS decoder block of Sigma/CIPA (Sigma's
+``models/decoders/MambaDecoder.py``, which CIPA uses unchanged; docs/official_model.md).
 
 ``x <- x * s1 + DropPath(SS2D(LN1(x)))`` then ``x <- CAB(LN2(x)) + x * s2`` with learnable per-channel
 scales s1, s2 (init 1). The SS2D runs with d_state 4 in the paper.

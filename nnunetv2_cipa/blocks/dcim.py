@@ -1,14 +1,14 @@
-"""DCIM: dynamic cross-modality interaction (cipa_reference.md §1.3 and §5 for other k).
+"""DCIM: dynamic cross-modality interaction (official ``models/encoders/local_vmamba/region_mamba.py``).
 
 A conv stem turns the CT map into k x k *local* tokens per window and the PET map into one *region*
 token per window (PET branch total stride k). A region SS2D mixes the PET region grid; a local SS2D
 mixes the k x k locals inside every window (all windows as one batch); each window's updated region
 token is added to its locals, and the locals are put back in image order.
 
-Only the smallest change makes k switchable (the reference's construction, §5): the four PET convs
-keep their channels and only their strides change (k=2: 1,2,1,1; k=4: 1,2,2,1; k=8: 1,2,2,2), and the
-joint LayerNorm over a window's locals becomes LayerNorm(k*k*C). Non-square maps are handled exactly
-(the official reassembly swaps H and W, which is only harmless when H == W).
+The official code hard-codes k = 4; the smallest change makes k a setting (docs/official_model.md): the
+four PET convs keep their channels and only their strides change (k=2: 1,2,1,1; k=4: 1,2,2,1; k=8:
+1,2,2,2), and the joint LayerNorm over a window's locals becomes LayerNorm(k*k*C). Non-square maps are
+handled exactly (the official reassembly swaps H and W, which is only harmless when H == W).
 """
 
 from __future__ import annotations

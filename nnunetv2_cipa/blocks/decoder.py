@@ -1,4 +1,4 @@
-"""Sigma's MambaDecoder as CIPA uses it (cipa_reference.md §1.5), plus nnU-Net deep-supervision heads.
+"""Sigma's MambaDecoder as CIPA uses it (docs/official_model.md), plus nnU-Net deep-supervision heads.
 
 Deepest fused map -> PatchExpand -> for each level (deep to shallow): add the fused skip, CVSS blocks,
 UpsampleExpand (not after the shallowest level) -> LayerNorm -> x4 upsampling -> 1x1 conv (no bias).

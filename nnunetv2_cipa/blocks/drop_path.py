@@ -1,7 +1,8 @@
 """Stochastic depth (DropPath) for residual branches.
 
 Kept here instead of importing timm: timm pulls in torchvision, whose CPU/CUDA build mismatches are a
-known trap on CPU boxes (cipa_reference.md §6 #14), and DropPath is a few lines.
+known trap on CPU machines (timm 0.4.12, the official code's version, imports torchvision in
+``timm/__init__``), and DropPath is a few lines.
 """
 
 from __future__ import annotations

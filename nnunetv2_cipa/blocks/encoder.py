@@ -1,4 +1,4 @@
-"""The VMamba-T (v0) style encoder CIPA shares between its CT and PET branches (cipa_reference.md §1.1).
+"""The VMamba-T (v0) style encoder CIPA shares between its CT and PET branches (docs/official_model.md).
 
 Module names mirror VMamba v0 after its own renames (``patch_embed``, ``layers.i.blocks.j.{norm,op}``,
 ``layers.i.downsample.{norm,reduction}``) so ImageNet checkpoints map onto it with a short rename table.

@@ -22,8 +22,8 @@ from nnunetv2_cipa.ops import selective_scan
 class ScanTally:
     """Calls and FLOPs of the selective scans run while a tally is active.
 
-    FLOPs per call follow VMamba's ``flops_selective_scan_ref`` (the formula the CIPA reference used
-    to add the scans back): ``9 * batch * L * channels * N`` plus ``batch * channels * L`` for the
+    FLOPs per call follow VMamba's ``flops_selective_scan_ref`` (the formula that adds back the scans
+    the official counter skips): ``9 * batch * L * channels * N`` plus ``batch * channels * L`` for the
     D skip term.
     """
 

@@ -1,6 +1,6 @@
 """SS1D: a one-direction selective-scan mixer over a token sequence (used by the CRM over channels).
 
-Differs from SS2D as in the official CRM (cipa_reference.md §1.2): no depthwise conv, SiLU applied to
+Differs from SS2D as in the official CRM (``models/mamba_net_utils.py``): no depthwise conv, SiLU applied to
 the whole in_proj output *before* splitting into x and z, a single forward scan, and no residual.
 """
 

@@ -1,7 +1,7 @@
 """SS2D: VMamba's 2-D selective-scan mixer (4-direction cross-scan), channels-last.
 
-Used by the encoder VSS blocks, both DCIM Mambas and the decoder CVSS blocks (cipa_reference.md §1.1,
-§1.3, §1.5); only d_state differs (16, 16, 4 in the paper).
+Used by the encoder VSS blocks, both DCIM Mambas and the decoder CVSS blocks (docs/official_model.md);
+only d_state differs (16, 16, 4 in the official model).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The parameter names and shapes follow VMamba v0 (``x_proj_weight`` (K, R+2N, D_in), ``dt_projs_weight``
 (K, D_in, R), ``dt_projs_bias`` (K, D_in), ``A_logs`` (K*D_in, N), ``Ds`` (K*D_in)) so an ImageNet
 VMamba checkpoint loads into SS2D by name, and so the parameter count matches the official model
-exactly (cipa_reference.md §1.1).
+exactly (105,216 per SS2D at C = 96; docs/official_model.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Decoder upsampling layers of Sigma's MambaDecoder, channels-last (cipa_reference.md §1.5)."""
+"""Decoder upsampling layers of Sigma's MambaDecoder, channels-last (docs/official_model.md)."""
 
 from __future__ import annotations
 

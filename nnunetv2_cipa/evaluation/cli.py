@@ -10,74 +10,20 @@ writes ``eval/metrics.json``, ``eval/table.md`` (one row per prediction folder) 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nnunetv2_cipa.evaluation import cases as C
-from nnunetv2_cipa.evaluation import overlays as O
-from nnunetv2_cipa.evaluation import report as R
-from nnunetv2_cipa.evaluation.grouping import DEFAULT_PATIENT_PATTERN, patient_map
-
-
-def model_name_from_folder(folder: Path) -> str:
-    """``.../<trainer>__<plans>__<config>/fold_0/validation`` -> ``<trainer>``; other folders: their name."""
-    folder = Path(folder).resolve()
-    parts = [folder, *folder.parents]
-    for p in parts:
-        if p.name == "validation" or p.name.startswith(("fold_", "crossval_results")):
-            continue
-        return p.name.split("__")[0] if "__" in p.name else p.name
-    return folder.name
-
-
-def unique_names(folders: list[Path], names: list[str] | None) -> list[str]:
-    if names is not None:
-        if len(names) != len(folders):
-            raise C.EvaluationInputError(f"--names: {len(names)} name(s) for {len(folders)} --pred folder(s)")
-        if len(set(names)) != len(names):
-            raise C.EvaluationInputError(f"--names: names must be unique, got {names}")
-        return names
-    base = [model_name_from_folder(f) for f in folders]
-    return [b if base.count(b) == 1 else f"{b}[{i}]" for i, b in enumerate(base)]
-
-
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared with ``crossval-report``."""
-    parser.add_argument("--dataset-json", type=Path, help="dataset.json (file ending, labels, channel names)")
-    parser.add_argument("--out", type=Path, help="output folder")
-    parser.add_argument("--names", nargs="+", help="one display name per model (default: from folder names)")
-    parser.add_argument(
-        "--groups", type=Path, help="case -> patient map (JSON object or CSV with case_id,patient)"
-    )
-    parser.add_argument(
-        "--patient-pattern",
-        default=DEFAULT_PATIENT_PATTERN,
-        help="regex on the case id; group 'patient' (or group 1) is the patient "
-        f"(default {DEFAULT_PATIENT_PATTERN!r})",
-    )
-    parser.add_argument(
-        "--lesion-connectivity",
-        choices=("full", "face"),
-        default="full",
-        help="lesion components: full = 8/26-neighbourhood, face = 4/6 (default full)",
-    )
-    parser.add_argument(
-        "--lesion-min-overlap", type=int, default=1, help="pixels of overlap to detect a lesion"
-    )
-    parser.add_argument(
-        "--lesion-min-iou", type=float, default=0.0, help="also require this lesion IoU (default 0)"
-    )
-    parser.add_argument(
-        "-np",
-        "--num-processes",
-        type=int,
-        default=R.default_num_processes(),
-        help="worker processes for reading and scoring cases",
-    )
+from nnunetv2_cipa.evaluation import cases, overlays, report
+from nnunetv2_cipa.evaluation.command_options import (
+    add_common_arguments,
+    options_from_args,
+    run_command,
+    unique_names,
+    write_outputs,
+)
+from nnunetv2_cipa.evaluation.grouping import patient_map
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -115,38 +61,21 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def options_from_args(args: argparse.Namespace, dataset_json: dict[str, Any] | None) -> R.EvalOptions:
-    if args.lesion_min_overlap < 1:
-        raise C.EvaluationInputError(f"--lesion-min-overlap must be >= 1, got {args.lesion_min_overlap}")
-    if not 0.0 <= args.lesion_min_iou <= 1.0:
-        raise C.EvaluationInputError(f"--lesion-min-iou must be in [0, 1], got {args.lesion_min_iou}")
-    if dataset_json and "ignore" in (dataset_json.get("labels") or {}):
-        raise C.EvaluationInputError(
-            "dataset.json has an 'ignore' label; ignore regions are not supported here"
-        )
-    return R.EvalOptions(
-        labels=C.foreground_labels(dataset_json),
-        connectivity=args.lesion_connectivity,
-        min_overlap_px=args.lesion_min_overlap,
-        min_iou=args.lesion_min_iou,
-    )
-
-
 def evaluate_model(
     name: str,
     pred_dir: Path,
     gt_files: dict[str, Path],
     file_ending: str,
-    options: R.EvalOptions,
+    options: report.EvalOptions,
     args: argparse.Namespace,
     dataset_dir: Path | None,
     allow_missing: bool,
-) -> tuple[dict[str, Any], list[R.CaseRecord]]:
+) -> tuple[dict[str, Any], list[report.CaseRecord]]:
     """Score one prediction folder; returns its metrics.json entry and the per-case records."""
-    pred_files = C.list_cases(pred_dir, file_ending)
+    pred_files = cases.list_cases(pred_dir, file_ending)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        evaluated, missing, extra = C.pair_cases(gt_files, pred_files, pred_dir, allow_missing)
+        evaluated, missing, extra = cases.pair_cases(gt_files, pred_files, pred_dir, allow_missing)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if missing:
@@ -154,7 +83,7 @@ def evaluate_model(
             f"warning: {pred_dir}: {len(missing)} truth case(s) without prediction were left out",
             file=sys.stderr,
         )
-    records = R.evaluate_cases(evaluated, gt_files, pred_files, options, args.num_processes)
+    records = report.evaluate_cases(evaluated, gt_files, pred_files, options, args.num_processes)
     volumes = frozenset(r.case for r in records if not r.is_2d_file and len(r.shape) == 3 and r.shape[0] > 1)
     patient_of, rule = patient_map(evaluated, args.groups, dataset_dir, args.patient_pattern, volumes)
     entry = {
@@ -162,16 +91,9 @@ def evaluate_model(
         "pred": str(pred_dir),
         "missing_predictions": missing,
         "predictions_without_truth": extra,
-        **R.summarise(records, patient_of, rule, options),
+        **report.summarise(records, patient_of, rule, options),
     }
     return entry, records
-
-
-def write_outputs(out: Path, payload: dict[str, Any], table: str) -> None:
-    C.atomic_write_text(
-        out / "metrics.json", json.dumps(R.json_safe(payload), indent=2, allow_nan=False) + "\n"
-    )
-    C.atomic_write_text(out / "table.md", table)
 
 
 def render_overlays(
@@ -182,19 +104,19 @@ def render_overlays(
     file_ending: str,
     args: argparse.Namespace,
     dataset_json: dict[str, Any] | None,
-    options: R.EvalOptions,
+    options: report.EvalOptions,
     out: Path,
 ) -> Path | None:
     """Write per-case PNGs (per ``--overlays``) and the contact sheet; returns the sheet's path."""
-    channels = C.channel_indices(dataset_json)
+    channels = cases.channel_indices(dataset_json)
     dice = {row["case"]: row["dice"] for row in entry["per_case"]}
-    estimated = O.estimate_windows(args.images, sorted(dice), file_ending, channels)
-    windows = O.DisplayWindows(
+    estimated = overlays.estimate_windows(args.images, sorted(dice), file_ending, channels)
+    windows = overlays.DisplayWindows(
         ct=tuple(args.ct_window) if args.ct_window else estimated.ct,
         pet=tuple(args.pet_window) if args.pet_window else estimated.pet,
     )
     entry["overlay_windows"] = {"ct": list(windows.ct), "pet": list(windows.pet), "channels": list(channels)}
-    worst, best = O.worst_and_best(dice, args.sheet_k)
+    worst, best = overlays.worst_and_best(dice, args.sheet_k)
     wanted = list(dice) if args.overlays == "all" else worst + best
     folder = out / "overlays" / name.replace("/", "_")
     strips: dict[str, Any] = {}
@@ -202,7 +124,7 @@ def render_overlays(
         d = dice[case]
         title = f"{case}  Dice {'n/a' if d != d else f'{d:.3f}'}"
         pred_file = pred_dir / f"{case}{file_ending}"
-        strip = O.case_strip(
+        strip = overlays.case_strip(
             case,
             gt_files[case],
             pred_file,
@@ -214,20 +136,20 @@ def render_overlays(
             windows,
         )
         if args.overlays == "all":
-            O.write_png(folder / f"{case}.png", strip)
+            overlays.write_png(folder / f"{case}.png", strip)
         if case in worst or case in best:
             strips[case] = strip
     if not strips:
         print(f"warning: {name}: no case with a defined Dice; no contact sheet", file=sys.stderr)
         return None
-    sheet = O.contact_sheet(
+    sheet = overlays.contact_sheet(
         [
             (f"{name}: worst {len(worst)} by Dice", [strips[c] for c in worst]),
             (f"{name}: best {len(best)} by Dice", [strips[c] for c in best]),
         ]
     )
     path = folder / "contact_sheet.png"
-    O.write_png(path, sheet)
+    overlays.write_png(path, sheet)
     return path
 
 
@@ -235,18 +157,18 @@ def run(args: argparse.Namespace) -> int:
     pred_dirs = [Path(p) for p in args.pred]
     for p in pred_dirs:
         if not p.is_dir():
-            raise C.EvaluationInputError(f"--pred {p}: folder not found")
+            raise cases.EvaluationInputError(f"--pred {p}: folder not found")
     if not args.gt.is_dir():
-        raise C.EvaluationInputError(f"--gt {args.gt}: folder not found")
+        raise cases.EvaluationInputError(f"--gt {args.gt}: folder not found")
     if args.images is not None and not args.images.is_dir():
-        raise C.EvaluationInputError(f"--images {args.images}: folder not found")
+        raise cases.EvaluationInputError(f"--images {args.images}: folder not found")
     names = unique_names(pred_dirs, args.names)
-    dj_path = C.find_dataset_json(args.dataset_json, *pred_dirs, args.gt)
-    dataset_json = C.load_dataset_json(dj_path) if dj_path else None
-    file_ending = C.detect_file_ending(args.gt, dataset_json)
-    gt_files = C.list_cases(args.gt, file_ending)
+    dj_path = cases.find_dataset_json(args.dataset_json, *pred_dirs, args.gt)
+    dataset_json = cases.load_dataset_json(dj_path) if dj_path else None
+    file_ending = cases.detect_file_ending(args.gt, dataset_json)
+    gt_files = cases.list_cases(args.gt, file_ending)
     if not gt_files:
-        raise C.EvaluationInputError(f"--gt {args.gt}: no files ending in {file_ending}")
+        raise cases.EvaluationInputError(f"--gt {args.gt}: no files ending in {file_ending}")
     options = options_from_args(args, dataset_json)
     out = args.out or pred_dirs[0] / "cipa_evaluation"
     dataset_dir = dj_path.parent if dj_path else args.gt.parent
@@ -271,26 +193,11 @@ def run(args: argparse.Namespace) -> int:
         "foreground_labels": list(options.labels) if options.labels else "every value > 0",
         "models": models,
     }
-    table = R.markdown_table([(m["name"], m) for m in models])
+    table = report.markdown_table([(m["name"], m) for m in models])
     write_outputs(out, payload, table)
     print(table)
     print(f"wrote {out / 'metrics.json'} and {out / 'table.md'}")
     return 0
-
-
-def run_command(
-    parser_for: Callable[[str], argparse.ArgumentParser],
-    run_args: Callable[[argparse.Namespace], int],
-    argv: list[str] | None,
-    prog: str,
-) -> int:
-    """Parse, run, and turn bad input into one ``prog: error: ...`` line and exit status 2."""
-    args = parser_for(prog).parse_args(argv)
-    try:
-        return run_args(args)
-    except C.EvaluationInputError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
 
 
 def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa evaluate") -> int:

@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from nnunetv2_cipa.evaluation import cases as C
-from nnunetv2_cipa.evaluation import report as R
-from nnunetv2_cipa.evaluation.cli import (
+from nnunetv2_cipa.evaluation import cases, report
+from nnunetv2_cipa.evaluation.command_options import (
     add_common_arguments,
     options_from_args,
     run_command,
@@ -64,7 +63,7 @@ def _load_json(path: Path) -> Any:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise C.EvaluationInputError(f"{path}: cannot read ({err})") from err
+        raise cases.EvaluationInputError(f"{path}: cannot read ({err})") from err
 
 
 def dataset_name(model_dir: Path) -> str | None:
@@ -78,24 +77,26 @@ def collect_inputs(
     """Find the predictions of every fold and which fold each case was validated in."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise C.EvaluationInputError(f"{folder}: folder not found")
+        raise cases.EvaluationInputError(f"{folder}: folder not found")
     merged = folder.name.startswith("crossval_results_folds_")
     model_dir = folder.parent if merged else folder
     dj_path = dataset_json or next(
         (p for p in (folder / "dataset.json", model_dir / "dataset.json") if p.is_file()), None
     )
     if dj_path is None:
-        raise C.EvaluationInputError(f"{folder}: no dataset.json here or in {model_dir}; pass --dataset-json")
-    dj = C.load_dataset_json(dj_path)
-    ending = C.detect_file_ending(folder, dj)
+        raise cases.EvaluationInputError(
+            f"{folder}: no dataset.json here or in {model_dir}; pass --dataset-json"
+        )
+    dj = cases.load_dataset_json(dj_path)
+    ending = cases.detect_file_ending(folder, dj)
 
     fold_files: dict[int, dict[str, Path]] = {}
     for f in folds:
         vdir = model_dir / f"fold_{f}" / "validation"
         if vdir.is_dir():
-            fold_files[f] = C.list_cases(vdir, ending)
+            fold_files[f] = cases.list_cases(vdir, ending)
         elif not merged:
-            raise C.EvaluationInputError(
+            raise cases.EvaluationInputError(
                 f"{vdir}: fold {f} has no validation folder (train it, or pass --folds)"
             )
 
@@ -103,24 +104,24 @@ def collect_inputs(
     for f, files in fold_files.items():
         for case in files:
             if case in fold_of:
-                raise C.EvaluationInputError(
+                raise cases.EvaluationInputError(
                     f"{model_dir}: case {case} was predicted by folds {fold_of[case]} and {f}"
                 )
             fold_of[case] = f
 
     if merged:
-        pred_files = C.list_cases(folder, ending)
+        pred_files = cases.list_cases(folder, ending)
         if len(fold_files) < len(folds):
             fold_of = _folds_from_split_file(model_dir, splits, folds)
         unknown = [c for c in pred_files if c not in fold_of]
         if unknown:
-            raise C.EvaluationInputError(
+            raise cases.EvaluationInputError(
                 f"{folder}: {len(unknown)} case(s) belong to no fold (first: {unknown[0]})"
             )
     else:
         pred_files = {c: files[c] for files in fold_files.values() for c in files}
     if not pred_files:
-        raise C.EvaluationInputError(f"{folder}: no predictions ending in {ending}")
+        raise cases.EvaluationInputError(f"{folder}: no predictions ending in {ending}")
     return CrossvalInput(model_dir, pred_files, fold_of, dj_path, dj, ending)
 
 
@@ -131,7 +132,7 @@ def _folds_from_split_file(model_dir: Path, splits: Path | None, folds: list[int
         if name and pre and (Path(pre) / name / "splits_final.json").is_file():
             splits = Path(pre) / name / "splits_final.json"
     if splits is None:
-        raise C.EvaluationInputError(
+        raise cases.EvaluationInputError(
             f"{model_dir}: fold membership unknown (no fold_*/validation, no splits_final.json); "
             "pass --splits"
         )
@@ -141,7 +142,7 @@ def _folds_from_split_file(model_dir: Path, splits: Path | None, folds: list[int
 def find_gt(model_dir: Path, explicit: Path | None) -> Path:
     if explicit is not None:
         if not explicit.is_dir():
-            raise C.EvaluationInputError(f"--gt {explicit}: folder not found")
+            raise cases.EvaluationInputError(f"--gt {explicit}: folder not found")
         return explicit
     name = dataset_name(model_dir)
     candidates = []
@@ -152,7 +153,7 @@ def find_gt(model_dir: Path, explicit: Path | None) -> Path:
     for c in candidates:
         if c.is_dir():
             return c
-    raise C.EvaluationInputError(
+    raise cases.EvaluationInputError(
         f"{model_dir}: no truth folder found "
         f"(tried {[str(c) for c in candidates] or 'nothing: no plans.json'}); pass --gt"
     )
@@ -186,7 +187,7 @@ def crossval_table(models: list[dict[str, Any]]) -> str:
     lines = ["## Cross-validation results", "", header, sep]
     for m in models:
         for fold, s in m["folds"].items():
-            lines.append(R.table_row(m["name"], s, (f"fold {fold}",)))
+            lines.append(report.table_row(m["name"], s, (f"fold {fold}",)))
         cells = []
         for _label, path, pct in SPREAD_METRICS:
             sp = m["fold_spread"][".".join(path)]
@@ -200,12 +201,12 @@ def crossval_table(models: list[dict[str, Any]]) -> str:
                 else f"{mean:.2f}"
             )
         lines.append(f"| {m['name']} | mean ± sd over folds | " + " | ".join(cells) + " |")
-        lines.append(R.table_row(m["name"], m["pooled"], ("pooled",)))
+        lines.append(report.table_row(m["name"], m["pooled"], ("pooled",)))
     lines += [
         "",
         "Fold rows and 'pooled' (all validation cases together) use the definitions of "
         "`nnunetv2_cipa evaluate`; "
-        "'mean ± sd over folds' is the sample standard deviation of the fold values. " + R.HD95_RULE,
+        "'mean ± sd over folds' is the sample standard deviation of the fold values. " + report.HD95_RULE,
         "",
     ]
     return "\n".join(lines)
@@ -238,31 +239,33 @@ def run(args: argparse.Namespace) -> int:
     for name, folder in zip(names, args.model, strict=True):
         inp = collect_inputs(folder, args.folds, args.dataset_json, args.splits)
         gt_dir = find_gt(inp.model_dir, args.gt)
-        gt_files = C.list_cases(gt_dir, inp.file_ending)
+        gt_files = cases.list_cases(gt_dir, inp.file_ending)
         no_truth = sorted(set(inp.pred_files) - set(gt_files))
         if no_truth:
-            raise C.EvaluationInputError(
+            raise cases.EvaluationInputError(
                 f"{gt_dir}: no truth for {len(no_truth)} predicted case(s) (first: {no_truth[0]})"
             )
         options = options_from_args(args, inp.dataset_json)
-        cases = sorted(inp.pred_files)
-        not_validated = sorted(set(gt_files) - set(cases))
+        case_ids = sorted(inp.pred_files)
+        not_validated = sorted(set(gt_files) - set(case_ids))
         if not_validated:
             print(
                 f"warning: {name}: {len(not_validated)} truth case(s) were validated by no fold read here",
                 file=sys.stderr,
             )
-        records = R.evaluate_cases(cases, gt_files, inp.pred_files, options, args.num_processes)
-        patient_of, rule = patient_map(cases, args.groups, inp.dataset_json_path.parent, args.patient_pattern)
+        records = report.evaluate_cases(case_ids, gt_files, inp.pred_files, options, args.num_processes)
+        patient_of, rule = patient_map(
+            case_ids, args.groups, inp.dataset_json_path.parent, args.patient_pattern
+        )
         folds = {}
-        for f in sorted(set(inp.fold_of[c] for c in cases)):
+        for f in sorted(set(inp.fold_of[c] for c in case_ids)):
             subset = [r for r in records if inp.fold_of[r.case] == f]
-            summary = R.summarise(subset, patient_of, rule, options)
+            summary = report.summarise(subset, patient_of, rule, options)
             summary.pop("per_case")
             folds[f] = summary
-        pooled = R.summarise(records, patient_of, rule, options)
+        pooled = report.summarise(records, patient_of, rule, options)
         patients_in_folds = {}
-        for c in cases:
+        for c in case_ids:
             patients_in_folds.setdefault(patient_of[c], set()).add(inp.fold_of[c])
         leaking = sorted(p for p, fs in patients_in_folds.items() if len(fs) > 1)
         if leaking:

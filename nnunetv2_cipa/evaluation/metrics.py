@@ -55,26 +55,27 @@ def confusion_counts(pred: np.ndarray, gt: np.ndarray) -> Counts:
     return Counts(tp, fp, fn, tn)
 
 
-def _ratio(num: float, den: float) -> float:
+def ratio(num: float, den: float) -> float:
+    """num / den, NaN when den is 0 (a metric with nothing to measure is undefined, not 0)."""
     return float(num) / float(den) if den > 0 else float("nan")
 
 
 def dice(c: Counts) -> float:
     """2TP / (2TP + FP + FN); NaN when both masks are empty (nnU-Net's convention)."""
-    return _ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn)
+    return ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn)
 
 
 def iou(c: Counts) -> float:
     """TP / (TP + FP + FN); NaN when both masks are empty."""
-    return _ratio(c.tp, c.tp + c.fp + c.fn)
+    return ratio(c.tp, c.tp + c.fp + c.fn)
 
 
 def sensitivity(c: Counts) -> float:
-    return _ratio(c.tp, c.tp + c.fn)
+    return ratio(c.tp, c.tp + c.fn)
 
 
 def specificity(c: Counts) -> float:
-    return _ratio(c.tn, c.tn + c.fp)
+    return ratio(c.tn, c.tn + c.fp)
 
 
 def balanced_accuracy(c: Counts) -> float:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from nnunetv2_cipa.evaluation import metrics as M
+from nnunetv2_cipa.evaluation import metrics
 from nnunetv2_cipa.evaluation.cases import EvaluationInputError, read_mask
 from nnunetv2_cipa.evaluation.lesions import LesionCounts, match_lesions
 
@@ -42,17 +42,17 @@ class CaseRecord:
     shape: tuple[int, ...]
     spacing: tuple[float, float, float]
     is_2d_file: bool
-    counts: M.Counts
-    slice_hd95: list[M.SliceHD95] = field(default_factory=list)
+    counts: metrics.Counts
+    slice_hd95: list[metrics.SliceHD95] = field(default_factory=list)
     lesions: LesionCounts = field(default_factory=LesionCounts)
 
     @property
     def dice(self) -> float:
-        return M.dice(self.counts)
+        return metrics.dice(self.counts)
 
     @property
     def iou(self) -> float:
-        return M.iou(self.counts)
+        return metrics.iou(self.counts)
 
     @property
     def hd95_mm(self) -> float:
@@ -78,7 +78,7 @@ def evaluate_case(case: str, gt_file: Path, pred_file: Path, options: EvalOption
             f"{pred_file}: in-plane spacing {pred.spacing[1:]} differs from the truth's {in_plane} "
             f"({gt_file})"
         )
-    slices = [M.slice_hd95(pred.array[z], gt.array[z], in_plane) for z in range(gt.array.shape[0])]
+    slices = [metrics.slice_hd95(pred.array[z], gt.array[z], in_plane) for z in range(gt.array.shape[0])]
     lesion_input = (pred.array[0], gt.array[0]) if gt.is_2d_file else (pred.array, gt.array)
     lesions = match_lesions(*lesion_input, options.connectivity, options.min_overlap_px, options.min_iou)
     return CaseRecord(
@@ -86,7 +86,7 @@ def evaluate_case(case: str, gt_file: Path, pred_file: Path, options: EvalOption
         shape=tuple(gt.array.shape[1:] if gt.is_2d_file else gt.array.shape),
         spacing=gt.spacing,
         is_2d_file=gt.is_2d_file,
-        counts=M.confusion_counts(pred.array, gt.array),
+        counts=metrics.confusion_counts(pred.array, gt.array),
         slice_hd95=slices,
         lesions=lesions,
     )
@@ -148,20 +148,20 @@ def stats(values: list[float]) -> dict[str, Any]:
 
 def paper_metrics(records: list[CaseRecord]) -> dict[str, Any]:
     """The paper's Table 2 metrics: global counts over every slice, HD95 averaged over slices."""
-    total = sum((r.counts for r in records), M.Counts())
+    total = sum((r.counts for r in records), metrics.Counts())
     slices = [s for r in records for s in r.slice_hd95]
-    present = [s for s in slices if s.category == M.BOTH_PRESENT]
+    present = [s for s in slices if s.category == metrics.BOTH_PRESENT]
     categories = {
         c: sum(s.category == c for s in slices)
-        for c in (M.BOTH_PRESENT, M.BOTH_EMPTY, M.PRED_ONLY, M.GT_ONLY)
+        for c in (metrics.BOTH_PRESENT, metrics.BOTH_EMPTY, metrics.PRED_ONLY, metrics.GT_ONLY)
     }
     return {
         "counts": total.as_dict(),
-        "iou": M.iou(total),
-        "f1": M.dice(total),
-        "sensitivity": M.sensitivity(total),
-        "specificity": M.specificity(total),
-        "accuracy": M.balanced_accuracy(total),
+        "iou": metrics.iou(total),
+        "f1": metrics.dice(total),
+        "sensitivity": metrics.sensitivity(total),
+        "specificity": metrics.specificity(total),
+        "accuracy": metrics.balanced_accuracy(total),
         "hd95_mm": float(np.mean([s.mm for s in slices])),
         "hd95_px": float(np.mean([s.px for s in slices])),
         "hd95_mm_both_present": float(np.mean([s.mm for s in present])) if present else math.nan,
@@ -184,12 +184,12 @@ def patient_metrics(records: list[CaseRecord], patient_of: dict[str, str], rule:
         by_patient.setdefault(patient_of[r.case], []).append(r)
     patients = {}
     for patient, recs in sorted(by_patient.items()):
-        total = sum((r.counts for r in recs), M.Counts())
+        total = sum((r.counts for r in recs), metrics.Counts())
         slices = [s for r in recs for s in r.slice_hd95]
         patients[patient] = {
             "n_cases": len(recs),
-            "dice": M.dice(total),
-            "iou": M.iou(total),
+            "dice": metrics.dice(total),
+            "iou": metrics.iou(total),
             "hd95_mm": float(np.mean([s.mm for s in slices])),
             "counts": total.as_dict(),
         }
@@ -208,10 +208,10 @@ def lesion_metrics(records: list[CaseRecord], options: EvalOptions, n_patients: 
     detected_pred = total.n_pred - total.fp
     return {
         "counts": total.as_dict(),
-        "sensitivity": M._ratio(total.tp, total.tp + total.fn),
-        "precision": M._ratio(detected_pred, total.n_pred),
-        "fp_per_case": M._ratio(total.fp, len(records)),
-        "fp_per_patient": M._ratio(total.fp, n_patients),
+        "sensitivity": metrics.ratio(total.tp, total.tp + total.fn),
+        "precision": metrics.ratio(detected_pred, total.n_pred),
+        "fp_per_case": metrics.ratio(total.fp, len(records)),
+        "fp_per_patient": metrics.ratio(total.fp, n_patients),
         "connectivity": options.connectivity,
         "min_overlap_px": options.min_overlap_px,
         "min_iou": options.min_iou,

@@ -1,7 +1,7 @@
 """The pure-PyTorch selective scan: time-major, tiled and blocked in time, one autograd.Function.
 
-Why it looks like this (measurements in ``docs/selective_scan_reference.md`` §3 and
-``benchmarks/selective_scan.py``):
+Why it looks like this (each choice is timed against its alternative by the ``benchmarks/`` script
+named at it; the figures are in docs/benchmarks.md):
 
 * **Time-major, contiguous.** Inputs are transposed to (T, batch, K, Dk) / (T, batch, K, N)
   so each time step is one contiguous slab (batch, K, N, Dk) and every per-step op is a dense
@@ -9,18 +9,17 @@ Why it looks like this (measurements in ``docs/selective_scan_reference.md`` §3
 * **State layout (..., N, Dk), channels innermost.** The broadcasts that build a block
   (``dt A``, ``dt u B``, ``gy C``) then run along 192-long contiguous rows instead of 16-long ones,
   the sums over N are reductions over an outer axis (fast), and ``y = sum_n C h`` is the fast
-  (1 x N) @ (N x Dk) form of bmm. Measured against the (..., Dk, N) layout in one process
-  (``benchmarks/compare_scan_versions.py``, 1 thread): 0.97x the time at stage 0, 0.78x at the
-  N = 4 decoder shape.
+  (1 x N) @ (N x Dk) form of bmm (timed against the (..., Dk, N) layout with
+  ``benchmarks/compare_scan_versions.py``).
 * **One autograd.Function with an analytic backward.** The reverse recurrence
   ``G_t = gy_t C_t + a_{t+1} G_{t+1}`` gives every gradient in a few dense passes; autograd
   through a per-step loop is several times slower (and quadratic if it indexes per step).
 * **Tiles of time for everything of size L.** The sequence is cut into tiles of a few MB: the
   layout copies (in and out), softplus, ``dt * u`` and the output live per tile, so no
   full-length temporary is ever made. Full-length tensors above glibc's mmap limit (32 MB) are
-  fresh pages on every call: before tiling, a stage-0 forward took about 7x the page faults it
-  takes now (``benchmarks/selective_scan_parts.py`` counts them and their system time). The
-  backward recomputes a tile's inputs from the saved arguments instead of full-length copies.
+  fresh pages on every call, and their page faults cost system time on every call
+  (``benchmarks/selective_scan_parts.py`` counts them and their system time). The backward
+  recomputes a tile's inputs from the saved arguments instead of full-length copies.
 * **Blocked inside tiles, with recomputation.** The big (L, batch, K, N, Dk) tensors of a naive
   implementation are 1.6 GB each at the CIPA stage-0 shape. Each tile is processed in blocks of
   a few MB: the forward keeps only the state at each block start (a checkpoint, like the CUDA
@@ -49,16 +48,15 @@ from dataclasses import dataclass
 import torch
 
 #: Per-step slab (batch * K*Dk * N elements) from which the sequential loop beats the chunked scan.
-#: The reference doc measured chunked ahead at slabs of 256-512 and seq ahead at >= 16 K; on this
-#: machine (``benchmarks/selective_scan_plans.py``, 1 and 2 threads) seq already wins from ~1 K.
+#: Below it the chunked scan's fewer, larger ops win (Python per-op overhead dominates); above it the
+#: loop's single pass over memory wins. Re-measure with ``benchmarks/selective_scan_plans.py``.
 SEQ_MIN_SLAB = 1024
 #: Elements of one per-block (T, batch, K, N, Dk) tensor when the sequence is split into blocks.
 BLOCK_ELEMENTS = 1 << 19
 #: Each block costs ~25 tensor ops besides its few ops per step; much shorter blocks let that
 #: overhead dominate (every op also pays a thread barrier on a busy machine), so large slabs get
-#: blocks of at least this many steps, up to MAX_BLOCK_ELEMENTS per block tensor (32 MiB in fp32).
-#: Measured (CPU time, 1 thread, 2x(4*768)x1024, N=16): 5, 10 and 16 steps equal, 32 steps +10 %
-#: (out of cache), one unblocked block +95 %.
+#: blocks of at least this many steps, up to MAX_BLOCK_ELEMENTS per block tensor (32 MiB in fp32);
+#: much longer blocks fall out of cache.
 MIN_BLOCK_STEPS = 16
 MAX_BLOCK_ELEMENTS = 1 << 23
 #: Elements of one per-tile (T, batch, K*Dk) tensor (2 MiB in fp32): tiles hold whole blocks.
@@ -270,8 +268,7 @@ def _workspace(plan: ScanPlan, p: _Problem, device: torch.device, names: tuple[s
 
     Why: a fresh 2 MB tensor per block lands on memory that is no longer in cache, and these
     bandwidth-bound ops then pay for the cache misses of their writes; reused buffers stay cached
-    from one block to the next (``benchmarks/compare_scan_versions.py``, the commit that added
-    them against the one before: 0.97x the time, 1 thread).
+    from one block to the next (timed with ``benchmarks/compare_scan_versions.py``).
     """
     shape = (plan.block_steps, p.batch, p.groups, p.n_state, p.per_group)
     return {name: torch.empty(shape, dtype=p.compute, device=device) for name in names}

@@ -15,4 +15,7 @@ def __getattr__(name: str) -> Any:
         catalog = importlib.import_module("nnunetv2_cipa.trainers.catalog")
         if name in catalog.__all__:
             return getattr(catalog, name)
+        trainer = importlib.import_module("nnunetv2_cipa.trainers.short_schedules").schedule_trainer(name)
+        if trainer is not None:
+            return trainer
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

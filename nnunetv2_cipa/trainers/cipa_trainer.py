@@ -24,8 +24,9 @@ What differs from ``nnUNetTrainer`` and why (defaults are class attributes; vari
   linear warm-up over ``warmup_fraction`` of the epochs, then cosine decay to ``final_lr_fraction``
   of the peak (official recipe: cosine to ~0, optional warm-up), stepped per epoch as nnU-Net does.
   Peak lr 1e-4: the paper's 6e-5 is for an ImageNet-pretrained encoder (used by the ``_pretrained``
-  variant); from scratch a slightly higher rate is the usual choice for VMamba-style models (not tuned
-  on PET/CT data yet - a GPU run is pending).
+  variant); from scratch a slightly higher rate is the usual choice for VMamba-style models. It is a
+  starting point, not a value tuned on PET/CT data (a variant with another ``cipa_initial_lr`` is the
+  way to try others).
 * **Epochs**: nnU-Net's 1000 x 250 iterations (= 250k updates, the order of the paper's 50 epochs of
   PCLT20K at batch 4).
 * **Precision**: nnU-Net's autocast on CUDA; the selective scans run in fp32 inside the blocks.
@@ -34,8 +35,8 @@ What differs from ``nnUNetTrainer`` and why (defaults are class attributes; vari
 * **Labels**: region labels (``"lesion": [1]`` + ``regions_class_order``) give one sigmoid logit trained
   with Dice + BCE, as in the paper; plain labels give softmax heads with Dice + CE. Both come from
   nnU-Net's label manager; the network just gets ``num_output_channels``.
-* **Normalisation** is checked at start-up (:mod:`.normalization`): a collapsed ``CT`` scheme on a
-  window-clipped CT, or a lost fixed-window request, stops training with the fix.
+* **Normalisation** is checked at start-up (:mod:`nnunetv2_cipa.plans.normalization`): a collapsed
+  ``CT`` scheme on a window-clipped CT, or a lost fixed-window request, stops training with the fix.
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ from torch import nn
 from nnunetv2_cipa.architectures import CIPA, PRESETS, CIPAConfig
 from nnunetv2_cipa.architectures.optim import param_groups
 from nnunetv2_cipa.plans.network_entry import CIPA_PLANS_KEY, NetworkEntry
+from nnunetv2_cipa.plans.normalization import check_normalization
 
 from . import pretrained_route
-from .normalization import check_normalization
 from .schedule import WarmupCosineLR
 
 

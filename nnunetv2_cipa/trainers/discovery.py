@@ -13,8 +13,10 @@ mechanisms, both written by this command and both removed by ``setup --uninstall
    where ``torchvision`` cannot be imported (a CUDA torchvision on a CPU torch, as on our CI) that
    walk crashes in ``primus/`` before it ever reaches ``nnUNet_extTrainer``. A one-file re-export
    (``nnunetv2/training/nnUNetTrainer/nnunetv2_cipa_trainers.py``) is imported *before* the walk
-   enters any subpackage, so the lookup succeeds there (and skips the 5-7 s walk). ``--shim auto``
-   (default) writes it only when a real lookup in a fresh interpreter fails without it.
+   enters any subpackage, so the lookup succeeds there (and skips the walk). It also answers the
+   short-schedule names and the ``nnUNet_extTrainer`` folders' trainers, which the crashing walk would
+   never reach (:mod:`.fallback_lookup`). ``--shim auto`` (default) writes it only when a real lookup
+   in a fresh interpreter fails without it.
 
 "Uninstalling leaves nothing behind": both files are appended to our distribution's ``RECORD``,
 so ``pip uninstall nnunetv2_cipa`` deletes them too; ``setup --uninstall`` deletes them explicitly.
@@ -37,13 +39,14 @@ SHIM_NAME = "nnunetv2_cipa_trainers.py"
 OPT_OUT_ENV = "NNUNETV2_CIPA_NO_AUTOCONFIG"
 CHECK_TRAINER = "nnUNetTrainerCIPA"
 
-_SHIM_TEXT = '''\
+SHIM_TEXT = '''\
 # Written by `nnunetv2_cipa setup`; removed by `nnunetv2_cipa setup --uninstall` and by
 # `pip uninstall nnunetv2_cipa`. Harmless if left behind: it imports nothing when the plugin is gone.
 """Re-export of nnunetv2_cipa's trainers so that nnU-Net's own trainer search finds them first."""
 
 try:
     from nnunetv2_cipa.trainers.catalog import *  # noqa: F401,F403
+    from nnunetv2_cipa.trainers.fallback_lookup import __getattr__  # noqa: F401 - schedules, extTrainer
 except ModuleNotFoundError as _error:
     if not (_error.name or "").startswith("nnunetv2_cipa"):
         import warnings as _warnings
@@ -165,14 +168,14 @@ def install(shim: str = "auto", verify: bool = True, quiet: bool = False) -> int
         say(f"wrote {pth} (adds {ext_folder()} to nnUNet_extTrainer at interpreter start)")
     written = [pth]
     if shim == "always":
-        if _write_if_changed(shim_path(), _SHIM_TEXT):
+        if _write_if_changed(shim_path(), SHIM_TEXT):
             say(f"wrote {shim_path()}")
     elif shim == "never" and shim_path().exists():
         _remove(shim_path())
         say(f"removed {shim_path()}")
-    elif shim == "auto" and shim_path().exists() and _write_if_changed(shim_path(), _SHIM_TEXT):
-        say(f"updated {shim_path()} (written by an earlier version, it lacked trainers)")
     if shim_path().exists():
+        if _write_if_changed(shim_path(), SHIM_TEXT):  # an older plugin version's shim: refresh it
+            say(f"updated {shim_path()}")
         written.append(shim_path())
     _record_entries(written, add=True)
     if not verify:
@@ -180,7 +183,7 @@ def install(shim: str = "auto", verify: bool = True, quiet: bool = False) -> int
     ok, detail = check_lookup()
     if not ok and shim == "auto":
         say(f"nnU-Net's trainer lookup failed without the fallback ({detail}); writing {shim_path()}")
-        _write_if_changed(shim_path(), _SHIM_TEXT)
+        _write_if_changed(shim_path(), SHIM_TEXT)
         _record_entries([pth, shim_path()], add=True)
         ok, detail = check_lookup()
     if not ok:

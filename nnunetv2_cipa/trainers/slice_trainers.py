@@ -22,7 +22,7 @@ from nnunetv2_cipa.plans.network_entry import CIPA_PLANS_KEY, NetworkEntry
 from .cipa_trainer import nnUNetTrainerCIPA
 from .slice_augmentation import count_grouped, group_intensity_transforms, modality_groups
 from .slice_channels import context_slices_of, modality_channels
-from .variants import nnUNetTrainerCIPA_small, nnUNetTrainerCIPA_small_smoke
+from .variants import nnUNetTrainerCIPA_small
 
 
 class SliceContextMixin:
@@ -89,15 +89,10 @@ class nnUNetTrainerCIPA_25D_small(SliceContextMixin, nnUNetTrainerCIPA_small):
     cipa_sim = False
 
 
-class nnUNetTrainerCIPA_SIM_small_smoke(SliceContextMixin, nnUNetTrainerCIPA_small_smoke):
-    """Tests only: the smoke schedule of ``nnUNetTrainerCIPA_small_smoke`` with SIM."""
-
-
 __all__ = [
     "SliceContextMixin",
     "nnUNetTrainerCIPA_SIM",
     "nnUNetTrainerCIPA_25D",
     "nnUNetTrainerCIPA_SIM_small",
     "nnUNetTrainerCIPA_25D_small",
-    "nnUNetTrainerCIPA_SIM_small_smoke",
 ]

@@ -1,25 +1,23 @@
 """Trainer variants: small subclasses that override one thing each (nnU-Net's grain).
 
-Every class here is re-exported to nnU-Net by ``nnunetv2_cipa/nnunet_ext/nnunetv2_cipa_trainers.py``.
+Every class here is re-exported to nnU-Net by ``nnunetv2_cipa/nnunet_ext/nnunetv2_cipa_trainers.py``,
+together with the short-schedule family of :mod:`.short_schedules` (``<trainer>_<E>epochs_<I>iters``).
 Names never contain ``__`` (nnU-Net splits result folder names on it).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-
-import torch
+from pathlib import Path
 
 from nnunetv2_cipa.architectures.config import PRESETS
 
 from .cipa_trainer import nnUNetTrainerCIPA
 
 PRETRAINED_ENV = "NNUNETV2_CIPA_PRETRAINED"
-SCHEDULE_ENV = (
-    "NNUNETV2_CIPA_NUM_EPOCHS",
-    "NNUNETV2_CIPA_ITERATIONS_PER_EPOCH",
-    "NNUNETV2_CIPA_VAL_ITERATIONS",
-)
+PRETRAINED_PLANS_KEY = "cipa_pretrained_encoder"  # top-level plans key recording the loaded checkpoint
 
 
 # ---------------------------------------------------------------------------------------- ablations
@@ -57,7 +55,10 @@ class nnUNetTrainerCIPA_pretrained(nnUNetTrainerCIPA):
 
     The checkpoint path comes from ``NNUNETV2_CIPA_PRETRAINED`` (nothing is downloaded). It is loaded
     only for fresh training: ``--c`` and ``--val`` load nnU-Net checkpoints that already hold the weights,
-    and prediction never instantiates the trainer.
+    and prediction never instantiates the trainer. Because the variable is not part of the trainer,
+    what was loaded is recorded: in the training log, and under :data:`PRETRAINED_PLANS_KEY` in the
+    plans (so in the results folder's ``plans.json`` and in every checkpoint's ``init_args``):
+    the resolved path, the file's SHA-256 and the number of tensors loaded.
     """
 
     cipa_initial_lr = 6e-5
@@ -70,12 +71,33 @@ class nnUNetTrainerCIPA_pretrained(nnUNetTrainerCIPA):
                 f"{type(self).__name__}: set {PRETRAINED_ENV} to a local VMamba v0 checkpoint "
                 "(e.g. vssmtiny_dp01_ckpt_epoch_292.pth)"
             )
+        self.load_pretrained_encoder(path)
+
+    def load_pretrained_encoder(self, path: str) -> dict:
+        """Load the encoder weights from ``path`` and record what was loaded (log and plans)."""
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{PRETRAINED_ENV}={path}: no such file")
         from nnunetv2_cipa.architectures.pretrained import load_vmamba_encoder
 
         report = load_vmamba_encoder(self._unwrapped_network(), path)
+        record = {
+            "path": str(Path(path).resolve()),
+            "sha256": _sha256(Path(path)),
+            "tensors_loaded": len(report.loaded),
+        }
+        # the plans dict is the one nnU-Net keeps in init_args and writes to the results' plans.json
+        self.plans_manager.plans[PRETRAINED_PLANS_KEY] = record
+        self.print_to_log_file(f"pretrained encoder ({PRETRAINED_ENV}): {json.dumps(record)}")
         self.print_to_log_file(f"pretrained encoder: {report}")
+        return record
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------ short schedules
@@ -97,60 +119,6 @@ class nnUNetTrainerCIPA_small_5epochs(nnUNetTrainerCIPA_small):
     cipa_num_epochs = 5
 
 
-class nnUNetTrainerCIPA_small_smoke(nnUNetTrainerCIPA_small):
-    """Tests only: 2 epochs x 2 iterations (+1 validation iteration), patches <= 64x64, batch 2,
-    a checkpoint every epoch (so ``--c`` can be tested) and no mirroring (4x cheaper validation)."""
-
-    cipa_num_epochs = 2
-    cipa_iterations_per_epoch = 2
-    cipa_val_iterations_per_epoch = 1
-    max_patch_size = (64, 64)
-    reference_patch_size = (64, 64)
-    reference_batch_size = 2
-
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),  # noqa: B008 - nnU-Net's own signature
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.save_every = 1
-
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        configured = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        self.inference_allowed_mirroring_axes = None
-        return (*configured[:3], None)
-
-
-class nnUNetTrainerCIPA_small_envschedule(nnUNetTrainerCIPA_small):
-    """Small preset with the schedule read from the environment (the demo and the benchmark use it).
-
-    ``NNUNETV2_CIPA_NUM_EPOCHS`` (default 10), ``NNUNETV2_CIPA_ITERATIONS_PER_EPOCH`` (default 25),
-    ``NNUNETV2_CIPA_VAL_ITERATIONS`` (default 5). Set the same values for ``--c`` as for the first run.
-    """
-
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),  # noqa: B008 - nnU-Net's own signature
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        defaults = (10, 25, 5)
-        values = []
-        for name, default in zip(SCHEDULE_ENV, defaults, strict=True):
-            raw = os.environ.get(name, str(default))
-            if not raw.isdigit() or int(raw) < 1:
-                raise ValueError(f"{name}={raw!r}: must be a positive integer")
-            values.append(int(raw))
-        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = values
-
-
 __all__ = [
     "nnUNetTrainerCIPA",
     "nnUNetTrainerCIPA_noCRM",
@@ -160,6 +128,4 @@ __all__ = [
     "nnUNetTrainerCIPA_5epochs",
     "nnUNetTrainerCIPA_50epochs",
     "nnUNetTrainerCIPA_small_5epochs",
-    "nnUNetTrainerCIPA_small_smoke",
-    "nnUNetTrainerCIPA_small_envschedule",
 ]

@@ -1,4 +1,4 @@
-"""Paper parity: exact parameter counts (reference §5), FLOPs, and the ``params`` command."""
+"""Paper parity: exact parameter counts (paper Table 4, docs/official_model.md), FLOPs, ``params``."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import pytest
 import torch
 
 from nnunetv2_cipa.architectures import build_cipa
-from nnunetv2_cipa.architectures.counting import aux_head_parameters, count_flops, count_parameters, main
+from nnunetv2_cipa.architectures.counting import aux_head_parameters, count_flops, count_parameters
+from nnunetv2_cipa.commands.params import main
 
 OFFICIAL = [
     ({}, 54_572_198),
     ({"crm": False, "dcim": False}, 33_915_392),
     ({"dcim": False}, 36_319_748),
     ({"crm": False}, 52_167_842),
-    ({"dcim_window": 2}, 54_537_638),  # reference's k construction, §5
+    ({"dcim_window": 2}, 54_537_638),  # the k construction of docs/official_model.md
     ({"dcim_window": 8}, 54_710_438),
 ]
 
@@ -37,7 +38,7 @@ def test_aux_heads_exist_but_are_counted_apart():
 
 def test_flops_like_reference_at_512():
     report = count_flops(_paper(3), (1, 2, 512, 512))
-    # reference (fvcore, official op table): 74.32 G; + VMamba scan formula: 101.36 G. The 0.012 G
+    # official counter (fvcore, its op table): 74.32 G; + VMamba scan formula: 101.36 G. The 0.012 G
     # of no-op bilinear resizes the official decoder performs are not run here (counting.py doc).
     assert report.without_scans / 1e9 == pytest.approx(74.32, abs=0.05)
     assert report.scan_flops / 1e9 == pytest.approx(27.04, abs=0.01)

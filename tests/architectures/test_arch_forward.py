@@ -113,8 +113,6 @@ def test_every_parameter_trains_with_param_groups():
 
 @pytest.mark.gpu
 def test_cuda_backend_matches_torch_backend():
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
     net = build_cipa("small", patch_size=(128, 128)).cuda().eval()
     x = torch.randn(2, 2, 128, 128, device="cuda")
     with torch.no_grad():

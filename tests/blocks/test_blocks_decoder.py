@@ -1,4 +1,4 @@
-"""Decoder pieces: CVSS / upsampling parameter counts (reference §1.5) and PatchExpand layout."""
+"""Decoder pieces: CVSS / upsampling parameter counts (docs/official_model.md) and PatchExpand layout."""
 
 from __future__ import annotations
 

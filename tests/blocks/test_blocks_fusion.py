@@ -12,7 +12,7 @@ from nnunetv2_cipa.blocks.dcim import DCIM, DCIMStem, RegionLocalMamba
 def test_crm_parameter_counts_match_reference():
     counts = [sum(p.numel() for p in ChannelRectification(96 * 2**i, (128 >> i, 128 >> i)).parameters())
               for i in range(4)]
-    assert counts == [1_673_601, 469_377, 168_321, 93_057]  # cipa_reference.md §1.2
+    assert counts == [1_673_601, 469_377, 168_321, 93_057]  # official CRM per stage (docs/official_model.md)
 
 
 def test_crm_rescales_by_factor_between_one_and_two():

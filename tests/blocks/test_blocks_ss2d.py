@@ -26,13 +26,13 @@ def test_cross_merge_inverts_each_direction():
 
 def test_ss2d_shape_and_parameter_count():
     block = SS2D(96, d_state=16)
-    assert sum(p.numel() for p in block.parameters()) == 105_216  # cipa_reference.md §1.1
+    assert sum(p.numel() for p in block.parameters()) == 105_216  # official SS2D at C = 96
     y = SS2D(16, d_state=4)(torch.randn(2, 4, 6, 16))
     assert y.shape == (2, 4, 6, 16)
 
 
 def test_ss1d_parameter_count_and_shape():
-    assert sum(p.numel() for p in SS1D(96, d_state=16).parameters()) == 67_584  # §1.2
+    assert sum(p.numel() for p in SS1D(96, d_state=16).parameters()) == 67_584  # official SS1D
     assert SS1D(16, d_state=4)(torch.randn(2, 10, 16)).shape == (2, 10, 16)
 
 

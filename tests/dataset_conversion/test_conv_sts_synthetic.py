@@ -246,6 +246,11 @@ def test_series_selection_errors(tmp_path, setup, message):
         select_series("P1", series, ["GTV_Mass", "GTV_Research"], ConversionLog(quiet=True))
 
 
+def _ct_files_and_headers(folder: Path):
+    (ct,) = index_folder(folder).values()
+    return ct.files, ct.headers()
+
+
 def _reference_grid(nz=8) -> sitk.Image:
     image = sitk.Image(N, N, nz, sitk.sitkFloat32)
     image.SetSpacing((2.0, 2.0, 3.0))
@@ -332,6 +337,10 @@ def test_convert_sts_two_dimensional_with_test_patient_and_grouped_splits(tmp_pa
     manifest = json.loads((target / "conversion_manifest.json").read_text())
     assert manifest["cases"]["P1_s003"]["suv_factor"] == pytest.approx(factor, rel=1e-9)
     assert manifest["parameters"]["roi"] == "mass"
+    source = json.loads((target / "imagesTr" / "P1_s003.provenance.json").read_text())
+    ct_headers = order_slices(*_ct_files_and_headers(tmp_path / "dicom" / "P1" / "a"), "ct", log).headers
+    assert source["first_slice"] == 3 and source["sop_instance_uids"] == [ct_headers[3].SOPInstanceUID]
+    assert source["series"]["SeriesInstanceUID"] == patients["P1"]["ct"]
 
 
 def test_convert_sts_three_dimensional_margin_and_overrides_via_cli(tmp_path, nnunet_dirs, capsys):
@@ -363,6 +372,8 @@ def test_convert_sts_three_dimensional_margin_and_overrides_via_cli(tmp_path, nn
     manifest = json.loads((target / "conversion_manifest.json").read_text())
     assert manifest["cases"]["P1"]["suv"]["weight_kg"] == 80
     assert manifest["parameters"]["overrides"]["P1"]["weight_kg"] == 80
+    source = json.loads((target / "imagesTr" / "P1.provenance.json").read_text())
+    assert source["first_slice"] == 1 and len(source["sop_instance_uids"]) == 5  # the cropped range
 
 
 def test_convert_case_from_dicom_and_from_nifti(tmp_path, capsys):

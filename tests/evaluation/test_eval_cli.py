@@ -11,8 +11,7 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from nnunetv2_cipa.evaluation import cli, crossval
-from nnunetv2_cipa.evaluation import overlays as O
+from nnunetv2_cipa.evaluation import cli, crossval, overlays
 
 DATASET_JSON = {
     "channel_names": {"0": "CT", "1": "PET"},
@@ -163,21 +162,23 @@ def test_overlay_colours_at_known_pixels(tmp_path):
     pred[5, 6] = True  # FP
     gt[8, 1] = True  # FN
     scale = 3
-    strip = O.render_strip(ct, pet, pred, gt, "case", O.DisplayWindows(ct=(-1000, 400), pet=(0, 1)), scale)
-    r0, c0 = O.panel_origin(3, scale, ct.shape)
+    windows = overlays.DisplayWindows(ct=(-1000, 400), pet=(0, 1))
+    strip = overlays.render_strip(ct, pet, pred, gt, "case", windows, scale)
+    r0, c0 = overlays.panel_origin(3, scale, ct.shape)
 
     def at(y: int, x: int, panel: int = 3) -> tuple[int, ...]:
-        r, c = O.panel_origin(panel, scale, ct.shape)
+        r, c = overlays.panel_origin(panel, scale, ct.shape)
         return tuple(int(v) for v in strip[r + y * scale + 1, c + x * scale + 1])
 
-    assert at(2, 3) == O.TP_COLOUR and at(5, 6) == O.FP_COLOUR and at(8, 1) == O.FN_COLOUR
+    assert at(2, 3) == overlays.TP_COLOUR and at(5, 6) == overlays.FP_COLOUR
+    assert at(8, 1) == overlays.FN_COLOUR
     assert at(0, 0) == (0, 0, 0)  # CT grey ramp: window bottom is black ...
     assert at(11, 9)[0] == at(11, 9)[1] == at(11, 9)[2] > 240  # ... and its top is (nearly) white
     g = at(6, 5)
     assert g[0] == g[1] == g[2]  # plain CT elsewhere on the outcome panel
     assert at(2, 3, panel=0)[0] == at(2, 3, panel=0)[1]  # the CT panel is grey, no outcome colours
-    assert strip.shape == (O.HEADER_PX + 12 * scale, 4 * 10 * scale + 3 * O.GAP_PX, 3)
-    assert (r0, c0) == (O.HEADER_PX, 3 * (10 * scale + O.GAP_PX))
+    assert strip.shape == (overlays.HEADER_PX + 12 * scale, 4 * 10 * scale + 3 * overlays.GAP_PX, 3)
+    assert (r0, c0) == (overlays.HEADER_PX, 3 * (10 * scale + overlays.GAP_PX))
 
 
 def test_evaluate_writes_overlay_pngs_and_contact_sheet(tmp_path):
@@ -208,14 +209,17 @@ def test_evaluate_writes_overlay_pngs_and_contact_sheet(tmp_path):
     image = np.asarray(Image.open(folder / "P1_001.png").convert("RGB"))
     gt = sitk.GetArrayFromImage(sitk.ReadImage(str(ds / "labelsTs" / "P1_001.nii.gz"))).astype(bool)
     pred = sitk.GetArrayFromImage(sitk.ReadImage(str(ds / "pred" / "P1_001.nii.gz"))).astype(bool)
-    scale = O.auto_scale(gt.shape)
-    r0, c0 = O.panel_origin(3, scale, gt.shape)
-    for mask, colour in ((gt & pred, O.TP_COLOUR), (pred & ~gt, O.FP_COLOUR), (gt & ~pred, O.FN_COLOUR)):
+    scale = overlays.auto_scale(gt.shape)
+    r0, c0 = overlays.panel_origin(3, scale, gt.shape)
+    colours = (
+        (gt & pred, overlays.TP_COLOUR), (pred & ~gt, overlays.FP_COLOUR), (gt & ~pred, overlays.FN_COLOUR)
+    )
+    for mask, colour in colours:
         y, x = np.argwhere(mask)[0]
         assert tuple(image[r0 + y * scale, c0 + x * scale]) == colour
     sheet = Image.open(folder / "contact_sheet.png")
-    strip_h = image.shape[0] + O.GAP_PX
-    assert sheet.size[1] == 2 * (O.HEADER_PX + 4) + 4 * strip_h  # two titles, 2 worst + 2 best
+    strip_h = image.shape[0] + overlays.GAP_PX
+    assert sheet.size[1] == 2 * (overlays.HEADER_PX + 4) + 4 * strip_h  # two titles, 2 worst + 2 best
     windows = json.loads((out / "metrics.json").read_text())["models"][0]["overlay_windows"]
     assert windows["channels"] == [0, 1]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from nnunetv2_cipa.evaluation import metrics as M
+from nnunetv2_cipa.evaluation import metrics
 from nnunetv2_cipa.evaluation.grouping import folds_from_splits, patient_map, read_mapping_file
 from nnunetv2_cipa.evaluation.lesions import match_lesions
 from nnunetv2_cipa.evaluation.report import CaseRecord, EvalOptions, paper_metrics, summarise
@@ -37,13 +37,13 @@ def test_counts_dice_iou_accuracy_known_values():
     gt[2:6, 2:6] = True  # 16 px
     pred = np.zeros((10, 10), bool)
     pred[4:8, 2:6] = True  # 16 px, 8 overlapping
-    c = M.confusion_counts(pred, gt)
-    assert c == M.Counts(tp=8, fp=8, fn=8, tn=76)
-    assert M.dice(c) == pytest.approx(16 / 32)
-    assert M.iou(c) == pytest.approx(8 / 24)
-    assert M.balanced_accuracy(c) == pytest.approx(0.5 * (8 / 16 + 76 / 84))
-    empty = M.confusion_counts(np.zeros((3, 3), bool), np.zeros((3, 3), bool))
-    assert math.isnan(M.dice(empty)) and math.isnan(M.iou(empty))
+    c = metrics.confusion_counts(pred, gt)
+    assert c == metrics.Counts(tp=8, fp=8, fn=8, tn=76)
+    assert metrics.dice(c) == pytest.approx(16 / 32)
+    assert metrics.iou(c) == pytest.approx(8 / 24)
+    assert metrics.balanced_accuracy(c) == pytest.approx(0.5 * (8 / 16 + 76 / 84))
+    empty = metrics.confusion_counts(np.zeros((3, 3), bool), np.zeros((3, 3), bool))
+    assert math.isnan(metrics.dice(empty)) and math.isnan(metrics.iou(empty))
 
 
 def test_paper_counts_are_summed_over_slices_not_averaged():
@@ -58,16 +58,16 @@ def test_paper_counts_are_summed_over_slices_not_averaged():
             (8, 8),
             (math.nan, 1, 1),
             True,
-            M.confusion_counts(gt1, gt1),
-            [M.slice_hd95(gt1, gt1, (1, 1))],
+            metrics.confusion_counts(gt1, gt1),
+            [metrics.slice_hd95(gt1, gt1, (1, 1))],
         ),
         CaseRecord(
             "a_1",
             (8, 8),
             (math.nan, 1, 1),
             True,
-            M.confusion_counts(np.zeros_like(gt2), gt2),
-            [M.slice_hd95(np.zeros_like(gt2), gt2, (1, 1))],
+            metrics.confusion_counts(np.zeros_like(gt2), gt2),
+            [metrics.slice_hd95(np.zeros_like(gt2), gt2, (1, 1))],
         ),
     ]
     p = paper_metrics(records)
@@ -87,13 +87,13 @@ def test_hd95_single_pixels_anisotropic_spacing():
     a[0, 0] = True
     b[3, 4] = True
     # rows are 2 mm apart, columns 0.5 mm: distance sqrt((3*2)^2 + (4*0.5)^2) = sqrt(40)
-    assert M.hd95(a, b, (2.0, 0.5)) == pytest.approx(math.sqrt(40), abs=1e-12)
-    assert M.hd95(a, b, (1.0, 1.0)) == pytest.approx(5.0, abs=1e-12)
+    assert metrics.hd95(a, b, (2.0, 0.5)) == pytest.approx(math.sqrt(40), abs=1e-12)
+    assert metrics.hd95(a, b, (1.0, 1.0)) == pytest.approx(5.0, abs=1e-12)
 
 
 def test_hd95_identical_masks_is_zero():
     m = disc((20, 20), (10, 9), 5)
-    assert M.hd95(m, m, (0.7, 1.3)) == 0.0
+    assert metrics.hd95(m, m, (0.7, 1.3)) == 0.0
 
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0), (0.7, 1.3), (3.0, 0.25)])
@@ -104,7 +104,7 @@ def test_hd95_matches_independent_implementation_2d(spacing):
         pred = disc((48, 40), rng.integers(8, 32, 2), rng.integers(1, 9))
         pred |= rng.random((48, 40)) > 0.995  # scattered false positives make the tail matter
         pred[0, :5] = True  # foreground on the image edge counts as surface in both implementations
-        ours = M.hd95(pred, gt, spacing)
+        ours = metrics.hd95(pred, gt, spacing)
         assert ours == pytest.approx(independent_hd95(pred, gt, spacing), abs=1e-6)
 
 
@@ -113,30 +113,30 @@ def test_hd95_matches_independent_implementation_3d():
     spacing = (3.3, 0.8, 1.1)
     gt = disc((12, 24, 24), (6, 12, 12), 5)
     pred = disc((12, 24, 24), (5, 13, 10), 4) | (rng.random((12, 24, 24)) > 0.998)
-    assert M.hd95(pred, gt, spacing) == pytest.approx(independent_hd95(pred, gt, spacing), abs=1e-6)
+    assert metrics.hd95(pred, gt, spacing) == pytest.approx(independent_hd95(pred, gt, spacing), abs=1e-6)
 
 
 def test_surface_mask_equals_scipy_erosion_border():
     rng = np.random.default_rng(1)
     m = ndimage.binary_opening(rng.random((30, 30)) > 0.4)
     expected = m ^ ndimage.binary_erosion(m, structure=ndimage.generate_binary_structure(2, 1))
-    np.testing.assert_array_equal(M.surface_mask(m), expected)
+    np.testing.assert_array_equal(metrics.surface_mask(m), expected)
 
 
 def test_empty_slice_rule_is_the_diagonal_and_independent_of_lesion_position():
     shape, spacing = (40, 30), (0.5, 2.0)
     diag_mm = math.sqrt((40 * 0.5) ** 2 + (30 * 2.0) ** 2)
     empty = np.zeros(shape, bool)
-    both_empty = M.slice_hd95(empty, empty, spacing)
-    assert both_empty == M.SliceHD95(M.BOTH_EMPTY, 0.0, 0.0)
+    both_empty = metrics.slice_hd95(empty, empty, spacing)
+    assert both_empty == metrics.SliceHD95(metrics.BOTH_EMPTY, 0.0, 0.0)
     # the official code paints pixel (256, 256) and measures to it, so its value moves with the lesion;
     # ours does not
     for centre in [(5, 5), (20, 15), (35, 25)]:
         lesion = disc(shape, centre, 3)
-        fp = M.slice_hd95(lesion, empty, spacing)
-        fn = M.slice_hd95(empty, lesion, spacing)
-        assert fp == M.SliceHD95(M.PRED_ONLY, pytest.approx(diag_mm), pytest.approx(50.0))
-        assert fn == M.SliceHD95(M.GT_ONLY, pytest.approx(diag_mm), pytest.approx(50.0))
+        fp = metrics.slice_hd95(lesion, empty, spacing)
+        fn = metrics.slice_hd95(empty, lesion, spacing)
+        assert fp == metrics.SliceHD95(metrics.PRED_ONLY, pytest.approx(diag_mm), pytest.approx(50.0))
+        assert fn == metrics.SliceHD95(metrics.GT_ONLY, pytest.approx(diag_mm), pytest.approx(50.0))
 
 
 def test_paper_hd95_averages_all_slices_with_the_rule():
@@ -151,8 +151,8 @@ def test_paper_hd95_averages_all_slices_with_the_rule():
             shape,
             (math.nan, 1.5, 1.0),
             True,
-            M.confusion_counts(p, g),
-            [M.slice_hd95(p, g, (1.5, 1.0))],
+            metrics.confusion_counts(p, g),
+            [metrics.slice_hd95(p, g, (1.5, 1.0))],
         )
         for i, (p, g) in enumerate(pairs)
     ]
@@ -249,7 +249,8 @@ def test_per_patient_pools_the_patients_slices():
     half[1, 1:3] = False
     recs = [
         CaseRecord(
-            c, (6, 6), (math.nan, 1, 1), True, M.confusion_counts(p, gt), [M.slice_hd95(p, gt, (1, 1))]
+            c, (6, 6), (math.nan, 1, 1), True,
+            metrics.confusion_counts(p, gt), [metrics.slice_hd95(p, gt, (1, 1))],
         )
         for c, p in (("A_0", gt), ("A_1", half), ("B_0", gt))
     ]

@@ -233,10 +233,42 @@ def test_lane_choice_matches_the_kernel_layout():
         1, 1, 2, 2, 4, 8, 32, 32, 32]
 
 
-def test_model_constants_match_the_kernel_header():
-    """The model mirrors selective_scan.h; fail when the header's layout constants change."""
+PROBE_SOURCE = r"""
+#include <cstdio>
+#include <cstdlib>
+#include "selective_scan.h"
+int main(int argc, char** argv) {
+    std::printf("%d\n", nnunetv2_cipa::kScanItems);
+    for (int i = 1; i < argc; ++i) {
+        std::printf("%d\n", nnunetv2_cipa::scan_lanes_for_length(std::atoll(argv[i])));
+    }
+    return 0;
+}
+"""
+# selective_scan.h declares its launchers with two CUDA runtime types; these stand-ins are all it needs
+CUDA_RUNTIME_STUB = "struct CUstream_st;\ntypedef CUstream_st* cudaStream_t;\ntypedef int cudaError_t;\n"
+
+
+def test_model_constants_match_the_kernel_header(tmp_path):
+    """The model mirrors selective_scan.h: its items per thread and lane rule, compiled from the header."""
+    import shutil
+    import subprocess
+
     from nnunetv2_cipa._csrc import build_config
 
-    header = (build_config.SOURCE_DIR / "selective_scan.h").read_text()
-    assert f"constexpr int kScanItems = {ITEMS};" in header
-    assert "while (lanes < needed && lanes < 32) lanes <<= 1;" in header
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ not found: cannot compile the header probe")
+    (tmp_path / "cuda_runtime_api.h").write_text(CUDA_RUNTIME_STUB)
+    (tmp_path / "probe.cpp").write_text(PROBE_SOURCE)
+    binary = tmp_path / "probe"
+    build = subprocess.run(
+        [gxx, "-std=c++17", f"-I{build_config.SOURCE_DIR}", f"-I{tmp_path}", str(tmp_path / "probe.cpp"),
+         "-o", str(binary)], capture_output=True, text=True, timeout=120,
+    )
+    assert build.returncode == 0, f"selective_scan.h does not compile on its own:\n{build.stderr[-3000:]}"
+    lengths = [*range(1, 300), 511, 512, 513, 2047, 2048, 2049, 16384, 1 << 20]
+    out = subprocess.run([str(binary), *map(str, lengths)], capture_output=True, text=True, check=True)
+    items, *lanes = (int(v) for v in out.stdout.split())
+    assert items == ITEMS
+    assert lanes == [scan_lanes_for_length(n) for n in lengths]

@@ -3,8 +3,9 @@
 plan_and_preprocess -> nnUNetv2_train (-tr nnUNetTrainerCIPA_small_smoke, -device cpu, --npz) ->
 ``--val --npz`` -> nnUNetv2_predict on a held-out 3D volume -> nnUNetv2_evaluate_folder; ``--c`` after an
 interrupted run; prediction under another scan backend; five folds + find_best_configuration.
-Every subprocess gets nnUNet_* pointing at this module's temp folders. The trainer must be findable by
-nnU-Net's lookup, i.e. ``nnunetv2_cipa setup`` has run (scripts/bootstrap.sh does it).
+Every subprocess gets nnUNet_* pointing at this module's temp folders, and ``nnUNet_extTrainer`` the
+tests' trainer folder (``ext_trainers/``, where the smoke trainer lives). The plugin's trainers must be
+findable by nnU-Net's lookup, i.e. ``nnunetv2_cipa setup`` has run (scripts/bootstrap.sh does it).
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ def _run(args: list[str], env: dict, timeout: float = 400, check: bool = True) -
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
+def chain(tmp_path_factory, ext_trainer_env):
     root = tmp_path_factory.mktemp("chain")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    env = ext_trainer_env({k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")})
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (root / name).mkdir()
         env[name] = str(root / name)

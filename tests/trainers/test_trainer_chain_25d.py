@@ -62,9 +62,10 @@ def _predict(source: Path, out: Path, env: dict, check: bool = True):
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
+def chain(tmp_path_factory, ext_trainer_env):
     root = tmp_path_factory.mktemp("chain25d")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    # the smoke trainers live in the tests' trainer folder
+    env = ext_trainer_env({k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")})
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (root / name).mkdir()
         env[name] = str(root / name)

@@ -5,30 +5,23 @@ from __future__ import annotations
 import copy
 import inspect
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from nnunetv2_cipa.architectures import PRESETS
-from nnunetv2_cipa.trainers import discovery
-from nnunetv2_cipa.trainers.cipa_trainer import CIPA_PLANS_KEY, cipa_batch_size, cipa_patch_size
-from nnunetv2_cipa.trainers.normalization import (
+from nnunetv2_cipa.plans.normalization import (
     FIXED_WINDOW_KEY,
     NormalizationError,
     apply_fixed_window_to_plans,
     check_normalization,
 )
+from nnunetv2_cipa.trainers.cipa_trainer import CIPA_PLANS_KEY, cipa_batch_size, cipa_patch_size
 from nnunetv2_cipa.trainers.schedule import WarmupCosineLR, warmup_cosine_factor
-from nnunetv2_cipa.trainers.variants import (
-    __all__ as TRAINER_NAMES,
-)
 from nnunetv2_cipa.trainers.variants import (
     nnUNetTrainerCIPA,
     nnUNetTrainerCIPA_noDCIM,
     nnUNetTrainerCIPA_small,
-    nnUNetTrainerCIPA_small_smoke,
 )
 
 
@@ -134,7 +127,7 @@ def test_plans_forcing_rejects_3d_and_unknown_configuration():
         nnUNetTrainerCIPA._force_cipa_plans(plans, "2d_missing")
 
 
-def test_build_network_from_plans_alone_and_signature():
+def test_build_network_from_plans_alone_and_signature(smoke_trainer):
     """The predictor calls build_network_architecture on the class with nnU-Net's 2.7+ parameter names."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -147,12 +140,12 @@ def test_build_network_from_plans_alone_and_signature():
         "enable_deep_supervision",
     ]
     plans = _plans(patch=(64, 64))
-    nnUNetTrainerCIPA_small_smoke._force_cipa_plans(plans, "2d")
+    smoke_trainer._force_cipa_plans(plans, "2d")
     pm = PlansManager(plans)
     cm = pm.get_configuration("2d")
     # the base class (not the variant) rebuilds the same network from the plans: as the predictor would
     net = nnUNetTrainerCIPA.build_network_architecture(pm, cm, 2, 1, enable_deep_supervision=False)
-    trained = nnUNetTrainerCIPA_small_smoke.build_network_architecture(pm, cm, 2, 1, True)
+    trained = smoke_trainer.build_network_architecture(pm, cm, 2, 1, True)
     net.load_state_dict(trained.state_dict(), strict=True)
     out = net.eval()(torch.zeros(1, 2, 64, 64))
     assert isinstance(out, torch.Tensor) and out.shape == (1, 1, 64, 64)
@@ -172,11 +165,6 @@ def test_variant_overrides_reach_network():
     cfg["config"] = PRESETS["small"].replace(dcim=False).to_dict()
     net = nnUNetTrainerCIPA.build_network_architecture(pm, pm.get_configuration("2d"), 2, 2, False)
     assert net.dcim is None and net.crm is not None and net.num_classes == 2
-
-
-def test_trainer_names_are_nnunet_safe():
-    for name in TRAINER_NAMES:
-        assert "__" not in name and name.startswith("nnUNetTrainerCIPA")
 
 
 def test_schedule_warmup_then_cosine_and_stateless_resume():
@@ -236,62 +224,11 @@ def test_compile_is_opt_in(monkeypatch):
     assert trainer._do_i_compile() is False
 
 
-def test_pth_line_is_guarded_and_extends_variable(tmp_path):
-    folder = tmp_path / "ext"
-    folder.mkdir()
-    line = discovery.pth_text(folder)
-    assert line.startswith("import ") and line.count("\n") == 1
-    env = {k: v for k, v in os.environ.items() if k not in ("nnUNet_extTrainer", discovery.OPT_OUT_ENV)}
-    code = f"{line}\nimport os; print(os.environ.get('nnUNet_extTrainer'))"
-    out = subprocess.run(
-        [sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, check=True
-    )
-    assert out.stdout.strip() == str(folder)
-    env["nnUNet_extTrainer"] = "/somewhere"
-    out = subprocess.run(
-        [sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, check=True
-    )
-    assert out.stdout.strip() == os.pathsep.join(["/somewhere", str(folder)])
-    folder.rmdir()  # package gone: the line is inert
-    out = subprocess.run(
-        [sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, check=True
-    )
-    assert out.stdout.strip() == "/somewhere"
-
-
-def test_shim_is_harmless_without_the_package(tmp_path):
-    """A shim left behind after `pip uninstall` must not break nnU-Net's lookup of other trainers."""
-    shim = tmp_path / "leftover_shim.py"
-    shim.write_text(discovery._SHIM_TEXT)
-    blocker = tmp_path / "nnunetv2_cipa"  # a broken package shadows the real one, as if uninstalled
-    blocker.mkdir()
-    (blocker / "__init__.py").write_text("raise ModuleNotFoundError('gone', name='nnunetv2_cipa')\n")
-    code = "import leftover_shim; print('ok', hasattr(leftover_shim, 'nnUNetTrainerCIPA'))"
-    out = subprocess.run(
-        [sys.executable, "-W", "error", "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok False"
-
-
-def test_ext_folder_module_reexports_the_same_classes():
-    sys.path.insert(0, str(discovery.ext_folder()))
-    try:
-        import nnunetv2_cipa_trainers as shim  # noqa: PLC0415 - imported as nnU-Net imports it
-    finally:
-        sys.path.pop(0)
-    assert shim.nnUNetTrainerCIPA is nnUNetTrainerCIPA
-    assert shim.nnUNetTrainerCIPA.__module__ == "nnunetv2_cipa.trainers.cipa_trainer"
-
-
 def test_fixed_window_command_updates_raw_fingerprint_and_plans(tmp_path, monkeypatch):
     import json
 
-    from nnunetv2_cipa.trainers.normalization import ORIGINAL_KEY, main
+    from nnunetv2_cipa.commands.fixed_window import main
+    from nnunetv2_cipa.plans.normalization import ORIGINAL_KEY
 
     raw = tmp_path / "raw" / "Dataset999_Test"
     pre = tmp_path / "pre" / "Dataset999_Test"
@@ -318,3 +255,34 @@ def test_fixed_window_command_updates_raw_fingerprint_and_plans(tmp_path, monkey
     fp = json.loads((pre / "dataset_fingerprint.json").read_text())
     assert fp["foreground_intensity_properties_per_channel"]["0"]["percentile_00_5"] == -1200.0
     assert fp[ORIGINAL_KEY]["0"]["percentile_00_5"] == -400.0  # originals kept, not silently lost
+
+
+def test_pretrained_encoder_is_recorded_in_the_log_and_the_plans(tmp_path):
+    """The checkpoint path comes from an environment variable, so what was loaded is written down:
+    the plans dict is the one nnU-Net saves as the results' plans.json and in checkpoints' init_args."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from nnunetv2_cipa.architectures import build_cipa
+    from nnunetv2_cipa.trainers.variants import PRETRAINED_PLANS_KEY, nnUNetTrainerCIPA_pretrained
+
+    source = build_cipa("small", patch_size=(64, 64))
+    path = tmp_path / "encoder.pth"
+    torch.save({"model": source.encoder.state_dict()}, path)
+    trainer = object.__new__(nnUNetTrainerCIPA_pretrained)  # only what the loading step touches
+    torch.manual_seed(1)
+    trainer.network, trainer.is_ddp = build_cipa("small", patch_size=(64, 64)), False
+    trainer.plans_manager = SimpleNamespace(plans={"dataset_name": "Dataset999_Test"})
+    log: list[str] = []
+    trainer.print_to_log_file = lambda *args, **kwargs: log.append(" ".join(map(str, args)))
+    record = trainer.load_pretrained_encoder(str(path))
+    assert trainer.plans_manager.plans[PRETRAINED_PLANS_KEY] == record
+    assert record == {
+        "path": str(path.resolve()),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "tensors_loaded": len(source.encoder.state_dict()),
+    }
+    assert str(path.resolve()) in log[0] and record["sha256"] in log[0]
+    torch.testing.assert_close(trainer.network.encoder.state_dict(), source.encoder.state_dict())
+    with pytest.raises(FileNotFoundError, match="NNUNETV2_CIPA_PRETRAINED"):
+        trainer.load_pretrained_encoder(str(tmp_path / "missing.pth"))
