@@ -109,3 +109,12 @@ def test_finetune_lr_new_module_groups_and_encoder_freeze(nnunet_dirs):
     with open(trainer.log_file) as log_file:
         log = log_file.read()
     assert "encoder frozen from epoch 0" in log and "encoder trainable from epoch 1" in log
+
+
+def test_2p5d_and_finetune_trainers_take_short_schedules_by_name():
+    import nnunetv2_cipa.trainers as trainers
+    from nnunetv2_cipa.trainers.catalog import __all__ as names
+
+    assert {"nnUNetTrainerCIPA_SIM", "nnUNetTrainerCIPA_25D_small", "nnUNetTrainerCIPA_SIM_finetune"} <= set(names)
+    trainer = trainers.nnUNetTrainerCIPA_SIM_small_finetune_3epochs_2iters
+    assert issubclass(trainer, nnUNetTrainerCIPA_SIM_small_finetune) and trainer.cipa_num_epochs == 3
