@@ -115,6 +115,8 @@ def test_2p5d_and_finetune_trainers_take_short_schedules_by_name():
     import nnunetv2_cipa.trainers as trainers
     from nnunetv2_cipa.trainers.catalog import __all__ as names
 
-    assert {"nnUNetTrainerCIPA_SIM", "nnUNetTrainerCIPA_25D_small", "nnUNetTrainerCIPA_SIM_finetune"} <= set(names)
+    assert {"nnUNetTrainerCIPA_SIM", "nnUNetTrainerCIPA_25D_small", "nnUNetTrainerCIPA_SIM_finetune"} <= {
+        *names
+    }
     trainer = trainers.nnUNetTrainerCIPA_SIM_small_finetune_3epochs_2iters
     assert issubclass(trainer, nnUNetTrainerCIPA_SIM_small_finetune) and trainer.cipa_num_epochs == 3
