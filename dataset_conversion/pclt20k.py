@@ -247,7 +247,9 @@ def convert_pclt20k(
             "ct_units": "HU (inverted from the PNG window)",
             "ct_window": list(options.ct_window),
             "pet_units": pet_units,
+            "pet_unit": "unitless" if options.pet_suv_max is None else "SUVbw",  # machine-readable
             "pet_suv_max": options.pet_suv_max,
+            "slice_thickness_mm": None,  # the PNG release records none
             "in_plane_spacing_mm": options.spacing_mm,
             "mask_rule": ">= 128 (CIPA)",
         }

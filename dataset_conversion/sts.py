@@ -209,6 +209,7 @@ def _write_patient(
             provenance={
                 "z_index": k,
                 "z_mm": vols.ct_hu.TransformIndexToPhysicalPoint((0, 0, k))[2],
+                "slice_spacing_mm": vols.ct_hu.GetSpacing()[2],  # a 2D file keeps no z spacing
                 "suv_factor": vols.provenance["suv"]["factor"],
             },
             dicom_source=series_provenance(vols.ct_stack, k, 1) if vols.ct_stack else None,
@@ -280,6 +281,7 @@ def convert_sts(
             "ct_units": "HU",
             "ct_window": list(options.ct_window),
             "pet_units": "SUVbw",
+            "pet_unit": "SUVbw",  # machine-readable
             "pet_resampling": "linear onto the CT grid, fill 0",
             "mode": options.mode,
             "roi": list(options.names()),

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-dicom": ("nnunetv2_cipa.dicom_export.command", "predictions -> DICOM RTSTRUCT / SEG on the CT"),
     "evaluate": ("nnunetv2_cipa.evaluation.cli", "paper + nnU-Net + lesion metrics, tables, overlays"),
     "crossval-report": ("nnunetv2_cipa.evaluation.crossval", "five-fold validation -> metrics table"),
+    "quantify": ("nnunetv2_cipa.evaluation.quantify", "lesion SUVmax/SUVpeak/MTV/TLG, FPV/FNV, agreement"),
 }
 
 

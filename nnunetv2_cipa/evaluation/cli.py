@@ -23,6 +23,7 @@ from nnunetv2_cipa.evaluation.command_options import (
     unique_names,
     write_outputs,
 )
+from nnunetv2_cipa.evaluation.dataset_facts import recorded_slice_spacing
 from nnunetv2_cipa.evaluation.grouping import patient_map
 
 
@@ -91,7 +92,7 @@ def evaluate_model(
         "pred": str(pred_dir),
         "missing_predictions": missing,
         "predictions_without_truth": extra,
-        **report.summarise(records, patient_of, rule, options),
+        **report.summarise(records, patient_of, rule, options, recorded_slice_spacing(dataset_dir)),
     }
     return entry, records
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from nnunetv2_cipa.evaluation import cases, report
 from nnunetv2_cipa.evaluation.grouping import DEFAULT_PATIENT_PATTERN
+from nnunetv2_cipa.evaluation.lesions import CONNECTIVITIES
 
 
 def model_name_from_folder(folder: Path) -> str:
@@ -57,9 +58,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lesion-connectivity",
-        choices=("full", "face"),
+        choices=CONNECTIVITIES,
         default="full",
-        help="lesion components: full = 8/26-neighbourhood, face = 4/6 (default full)",
+        help="lesion components: full = 8/26-neighbourhood, edge = 8/18 (autoPET), face = 4/6 (default full)",
     )
     parser.add_argument(
         "--lesion-min-overlap", type=int, default=1, help="pixels of overlap to detect a lesion"

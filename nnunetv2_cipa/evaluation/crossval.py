@@ -46,6 +46,8 @@ SPREAD_METRICS = (
     ("Dice/patient (%)", ("per_patient", "dice", "mean"), True),
     ("Lesion sens. (%)", ("lesion", "sensitivity"), True),
     ("Lesion FP/case", ("lesion", "fp_per_case"), False),
+    ("FPV (ml)", ("lesion", "fpv_ml"), False),
+    ("FNV (ml)", ("lesion", "fnv_ml"), False),
 )
 
 

@@ -62,6 +62,18 @@ class CaseRecord:
     def hd95_px(self) -> float:
         return float(np.mean([s.px for s in self.slice_hd95]))
 
+    def voxel_ml(self, slice_spacing: dict[str, float] | None = None) -> float | None:
+        """Voxel volume in ml; a 2D slice file needs its slice spacing (from the converter's manifest)."""
+        sz, sy, sx = self.spacing
+        if self.is_2d_file:
+            sz = (slice_spacing or {}).get(self.case, math.nan)
+        return sz * sy * sx / 1000.0 if math.isfinite(sz) else None
+
+    def error_volumes_ml(self, slice_spacing: dict[str, float] | None = None) -> tuple[float | None, ...]:
+        """autoPET's (false-positive volume, false-negative volume) in ml; None without a voxel volume."""
+        v = self.voxel_ml(slice_spacing)
+        return (None, None) if v is None else (self.lesions.fp_voxels * v, self.lesions.fn_voxels * v)
+
 
 def evaluate_case(case: str, gt_file: Path, pred_file: Path, options: EvalOptions) -> CaseRecord:
     """Counts, per-slice HD95 and lesion counts of one case (slice case or volume)."""
@@ -203,25 +215,37 @@ def patient_metrics(records: list[CaseRecord], patient_of: dict[str, str], rule:
     }
 
 
-def lesion_metrics(records: list[CaseRecord], options: EvalOptions, n_patients: int) -> dict[str, Any]:
+def lesion_metrics(
+    records: list[CaseRecord],
+    options: EvalOptions,
+    n_patients: int,
+    slice_spacing: dict[str, float] | None = None,
+) -> dict[str, Any]:
     total = sum((r.lesions for r in records), LesionCounts())
     detected_pred = total.n_pred - total.fp
+    volumes = [r.error_volumes_ml(slice_spacing) for r in records]
+    known = all(v[0] is not None for v in volumes)
     return {
         "counts": total.as_dict(),
         "sensitivity": metrics.ratio(total.tp, total.tp + total.fn),
         "precision": metrics.ratio(detected_pred, total.n_pred),
         "fp_per_case": metrics.ratio(total.fp, len(records)),
         "fp_per_patient": metrics.ratio(total.fp, n_patients),
+        "fpv_ml": float(sum(v[0] for v in volumes)) if known else None,
+        "fnv_ml": float(sum(v[1] for v in volumes)) if known else None,
         "connectivity": options.connectivity,
         "min_overlap_px": options.min_overlap_px,
         "min_iou": options.min_iou,
     }
 
 
-def per_case_rows(records: list[CaseRecord], patient_of: dict[str, str]) -> list[dict[str, Any]]:
+def per_case_rows(
+    records: list[CaseRecord], patient_of: dict[str, str], slice_spacing: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
     rows = []
     for r in records:
         cats = [s.category for s in r.slice_hd95]
+        fpv, fnv = r.error_volumes_ml(slice_spacing)
         rows.append(
             {
                 "case": r.case,
@@ -236,6 +260,10 @@ def per_case_rows(records: list[CaseRecord], patient_of: dict[str, str]) -> list
                 "lesion_tp": r.lesions.tp,
                 "lesion_fn": r.lesions.fn,
                 "lesion_fp": r.lesions.fp,
+                "fp_voxels": r.lesions.fp_voxels,
+                "fn_voxels": r.lesions.fn_voxels,
+                "fpv_ml": fpv,
+                "fnv_ml": fnv,
                 "n_slices": len(cats),
                 "slice_categories": {c: cats.count(c) for c in sorted(set(cats))},
             }
@@ -244,16 +272,21 @@ def per_case_rows(records: list[CaseRecord], patient_of: dict[str, str]) -> list
 
 
 def summarise(
-    records: list[CaseRecord], patient_of: dict[str, str], patient_rule: str, options: EvalOptions
+    records: list[CaseRecord],
+    patient_of: dict[str, str],
+    patient_rule: str,
+    options: EvalOptions,
+    slice_spacing: dict[str, float] | None = None,
 ) -> dict[str, Any]:
+    """``slice_spacing``: case -> slice spacing (mm) of 2D slice cases, for their FPV/FNV in ml."""
     per_patient = patient_metrics(records, patient_of, patient_rule)
     return {
         "n_cases": len(records),
         "paper": paper_metrics(records),
         "nnunet": nnunet_metrics(records),
         "per_patient": per_patient,
-        "lesion": lesion_metrics(records, options, per_patient["n_patients"]),
-        "per_case": per_case_rows(records, patient_of),
+        "lesion": lesion_metrics(records, options, per_patient["n_patients"], slice_spacing),
+        "per_case": per_case_rows(records, patient_of, slice_spacing),
     }
 
 
@@ -291,7 +324,7 @@ def _mean_sd_pct(s: dict[str, Any]) -> str:
 
 TABLE_HEADER = (
     "| Model | IoU (%) | F1 (%) | Acc (%) | HD95 (px) | HD95 (mm) | HD95 both present (mm) "
-    "| Dice/case (%) | Dice/patient (%) | Lesion sens. (%) | Lesion FP/case |"
+    "| Dice/case (%) | Dice/patient (%) | Lesion sens. (%) | Lesion FP/case | FPV (ml) | FNV (ml) |"
 )
 
 
@@ -310,6 +343,8 @@ def table_row(name: str, summary: dict[str, Any], extra_cells: tuple[str, ...] =
         _mean_sd_pct(pp["dice"]),
         _pct(les["sensitivity"]),
         _num(les["fp_per_case"], 3),
+        _num(les.get("fpv_ml"), 3),
+        _num(les.get("fnv_ml"), 3),
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -328,7 +363,9 @@ def markdown_table(rows: list[tuple[str, dict[str, Any]]], title: str = "Segment
         + HD95_RULE,
         "Dice/case is nnU-Net's per-case Dice (mean ± sd, cases with both masks empty left out); "
         "Dice/patient "
-        "pools each patient's slices. Lesions: connected components matched by overlap (docs/metrics.md).",
+        "pools each patient's slices. Lesions: connected components matched by overlap (docs/metrics.md). "
+        "FPV / FNV (autoPET): total ml of predicted components touching no truth lesion / of missed truth "
+        "lesions (n/a for slice cases whose slice spacing is not recorded).",
         "",
     ]
     return "\n".join(lines)

@@ -100,7 +100,8 @@ def test_pet_without_scale_is_png_fraction(tmp_path):
     run(make_tree(tmp_path / "pclt"), target)
     pet = sitk.GetArrayFromImage(sitk.ReadImage(str(target / "imagesTr" / "0001_1_0001.nii.gz")))
     assert 0 <= pet.min() and pet.max() <= 1
-    assert "png_fraction" in json.loads((target / "dataset.json").read_text())["cipa_conversion"]["pet_units"]
+    conversion = json.loads((target / "dataset.json").read_text())["cipa_conversion"]
+    assert "png_fraction" in conversion["pet_units"] and conversion["pet_unit"] == "unitless"
 
 
 def test_mask_rules(tmp_path):

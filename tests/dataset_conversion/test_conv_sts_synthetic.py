@@ -336,7 +336,9 @@ def test_convert_sts_two_dimensional_with_test_patient_and_grouped_splits(tmp_pa
     np.testing.assert_allclose(suv[4, 4], factor * raw[2, 2], rtol=2e-3)  # CT centre on a PET centre
     manifest = json.loads((target / "conversion_manifest.json").read_text())
     assert manifest["cases"]["P1_s003"]["suv_factor"] == pytest.approx(factor, rel=1e-9)
+    assert manifest["cases"]["P1_s003"]["slice_spacing_mm"] == pytest.approx(3.0)  # for slab volumes
     assert manifest["parameters"]["roi"] == "mass"
+    assert json.loads((target / "dataset.json").read_text())["cipa_conversion"]["pet_unit"] == "SUVbw"
     source = json.loads((target / "imagesTr" / "P1_s003.provenance.json").read_text())
     ct_headers = order_slices(*_ct_files_and_headers(tmp_path / "dicom" / "P1" / "a"), "ct", log).headers
     assert source["first_slice"] == 3 and source["sop_instance_uids"] == [ct_headers[3].SOPInstanceUID]

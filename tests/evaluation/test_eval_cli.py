@@ -101,7 +101,17 @@ def test_evaluate_agrees_with_nnunet_and_writes_table(tmp_path):
 
     cipa, perfect = result["models"]
     assert perfect["paper"]["f1"] == 1.0 and perfect["paper"]["hd95_mm"] == 0.0
-    assert perfect["lesion"]["counts"] == {"tp": 8, "fn": 0, "fp": 0, "n_pred": 8}
+    assert perfect["lesion"]["counts"] == {
+        "tp": 8,
+        "fn": 0,
+        "fp": 0,
+        "n_pred": 8,
+        "fp_voxels": 0,
+        "fn_voxels": 0,
+    }
+    # the false-positive-only slice holds a 3x3 square; slice cases without a recorded slice spacing
+    # have no volume, so FPV in ml is n/a
+    assert cipa["lesion"]["counts"]["fp_voxels"] == 9 and cipa["lesion"]["fpv_ml"] is None
     assert cipa["lesion"]["counts"]["fp"] == 1 and cipa["lesion"]["fp_per_case"] == pytest.approx(1 / 9)
     assert cipa["per_patient"]["n_patients"] == 3
     assert cipa["paper"]["slice_categories"]["pred_only"] == 1

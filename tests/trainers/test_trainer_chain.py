@@ -139,6 +139,17 @@ def test_train_validate_predict_3d_and_evaluate(chain):
     )
     evaluated = json.loads((out / "summary.json").read_text())
     assert len(evaluated["metric_per_case"]) == 1
+    quant = chain["root"] / "quantify"  # PET quantities of the prediction (the synthetic PET is SUV)
+    _run(
+        ["nnunetv2_cipa", "quantify", "--seg", str(out), "--images", str(chain["raw"] / "imagesTs")]
+        + ["--gt", str(chain["raw"] / "labelsTs"), "--out", str(quant), "-np", "1", "--no-progress"],
+        chain["env"],
+    )
+    quantified = json.loads((quant / "quantify.json").read_text())
+    assert quantified["pet_unit"]["unit"] == "SUVbw" and quantified["n_cases"] == 1
+    ref_voxels = int((sitk.GetArrayFromImage(ref) > 0).sum())
+    voxel_ml = float(np.prod(ref.GetSpacing())) / 1000
+    assert quantified["totals"]["ref_mtv_ml"] == pytest.approx(ref_voxels * voxel_ml, rel=1e-9)
 
 
 def test_resume_with_c_after_interruption(chain):
