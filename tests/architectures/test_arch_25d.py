@@ -142,3 +142,17 @@ def test_checkpoint_file_round_trip_with_wrapper_prefixes(tmp_path):
     net = _net_25d(True)
     report = load_cipa_checkpoint(net, _checkpoint(tmp_path, wrapped))
     assert len(report.loaded) == len(source.state_dict())
+
+
+def test_params_command_reports_the_25d_networks(capsys):
+    from nnunetv2_cipa.architectures.counting import count_parameters
+    from nnunetv2_cipa.commands.params import main
+
+    for sim in (True, False):
+        argv = ["--preset", "small", "--patch", "64", "64", "--channels-per-modality", "1"]
+        argv += ["--context-slices", "1"]
+        assert main(argv + (["--sim"] if sim else [])) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert int(lines[-1]) == count_parameters(_net_25d(sim))
+        assert ("2.5D, K=1 (SIM)" if sim else "2.5D, K=1 (stacked slices)") in lines[0]
+        assert any("slice interaction modules" in line for line in lines) == sim
