@@ -256,6 +256,7 @@ def report(
             f"{json.loads(validation.read_text())['foreground_mean']['Dice']:.3f}  ({validation})"
         )
     say(WHY_DICE_DIFFERS)
+    print_pet_totals(paths)
     if model.get("contact_sheet"):
         say(f"overlays:    {Path(model['contact_sheet']).parent}  (contact sheet: {model['contact_sheet']})")
     say(f"model:       {paths.results}\n[demo] predictions: {paths.predictions}")
@@ -264,6 +265,29 @@ def report(
         print(f"  export {var}={shell_line([str(folder)])}")
     print(f"  {shell_line(predict)}\n  {shell_line(evaluation_command(paths))}")
     say(f"took {seconds:.0f} s")
+
+
+def print_pet_totals(paths: DemoPaths) -> None:
+    """Held-out total MTV and TLG per patient, predicted beside the reference (``quantify``'s rules)."""
+    from nnunetv2_cipa.evaluation.quantify_run import patient_totals
+
+    try:
+        rows = patient_totals(paths.predictions, paths.raw / "imagesTs", paths.raw / "labelsTs",
+                              dataset_json=paths.raw / "dataset.json")  # fmt: skip
+    except ValueError as error:  # quantify's refusals are one line; the demo's results stand without them
+        say(f"PET totals not available: {error}")
+        return
+    print("\n[demo] held-out PET totals, prediction vs reference (nnunetv2_cipa quantify for per lesion):")
+    for row in rows:
+        pred, ref = row["pred"], row["ref"] or {}
+
+        def tlg(side: dict) -> str:
+            return "n/a" if side.get("tlg") is None else f"{side['tlg']:.1f}"
+
+        print(
+            f"  {row['patient']}: MTV {pred['mtv_ml']:.2f} vs {ref.get('mtv_ml', float('nan')):.2f} ml, "
+            f"TLG {tlg(pred)} vs {tlg(ref)} ({row['pet_unit']}·ml)"
+        )
 
 
 def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa demo") -> int:

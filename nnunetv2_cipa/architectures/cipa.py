@@ -11,6 +11,14 @@ which is exact because the encoder has no batch statistics). Per stage the fused
 
 and the CVSS decoder turns the four fused maps into logits at input resolution.
 
+2.5D (``config.context_slices`` K > 0; design ours, see docs/sim_25d.md): each modality arrives as 2K+1
+adjacent slices (offsets -K..+K). With ``config.sim`` the shared encoder encodes every slice of both
+modalities as one batch of 2B(2K+1), and at every stage a slice interaction module per modality
+(:class:`~nnunetv2_cipa.blocks.slice_interaction.SliceInteraction`) fuses the 2K+1 slice features into
+the centre slice's; fusion and decoder then run on the centre features as in 2D. Its zero-initialised
+output makes the untrained 2.5D network compute the 2D network on the centre slice. Without SIM the
+slices are stacked as input channels of the patch embedding (the simple 2.5D baseline).
+
 Fixed against the official code: any patch whose sides are multiples of ``size_multiple`` works,
 square or not (the official DCIM swaps H and W); the CRM layers are sized from ``patch_size`` instead of
 a hard-coded 512x512; which input channel is CT/PET is a constructor argument.
@@ -29,6 +37,7 @@ from nnunetv2_cipa.blocks.crm import ChannelRectification
 from nnunetv2_cipa.blocks.dcim import DCIM
 from nnunetv2_cipa.blocks.decoder import CVSSDecoder
 from nnunetv2_cipa.blocks.encoder import VSSEncoder
+from nnunetv2_cipa.blocks.slice_interaction import SliceInteraction
 from nnunetv2_cipa.blocks.ssm_core import SelectiveScanCore
 from nnunetv2_cipa.ops import choose_scan_backend
 
@@ -45,7 +54,8 @@ class CIPA(nn.Module):
         in_channels: channels of nnU-Net's input (CT and PET, by default 2).
         num_classes: output channels (nnU-Net's ``num_segmentation_heads``).
         patch_size: (H, W) the network is built for; the CRM is sized from it.
-        ct_channel, pet_channel: input channel index (or indices) of each modality.
+        ct_channel, pet_channel: input channel index (or indices) of each modality; with
+            ``config.context_slices`` K > 0, the 2K+1 channels of its slices at offsets -K..+K, in order.
         deep_supervision: initial value of ``decoder.deep_supervision`` (nnU-Net toggles it).
         scan_backend: backend of every selective scan, chosen here once (see :meth:`set_scan_backend`).
     """
@@ -69,7 +79,12 @@ class CIPA(nn.Module):
         for name, chans in (("ct_channel", self.ct_channels), ("pet_channel", self.pet_channels)):
             if any(not 0 <= c < in_channels for c in chans):
                 raise ValueError(f"CIPA: {name}={chans} out of range for in_channels={in_channels}")
-            if len(chans) not in (1, config.channels_per_modality):
+            if config.context_slices and len(chans) != config.slices:
+                raise ValueError(
+                    f"CIPA: {name} selects {len(chans)} channels; context_slices={config.context_slices} "
+                    f"needs the {config.slices} slice channels of the modality"
+                )
+            if not config.context_slices and len(chans) not in (1, config.channels_per_modality):
                 raise ValueError(
                     f"CIPA: {name} selects {len(chans)} channels; need 1 (copied) or "
                     f"channels_per_modality={config.channels_per_modality}"
@@ -80,10 +95,16 @@ class CIPA(nn.Module):
         config.check_size(self.patch_size, what="patch_size")
 
         dims = config.dims
+        stacked = config.slices if config.context_slices and not config.sim else 1
         self.encoder = VSSEncoder(
-            config.channels_per_modality, dims, config.depths, config.d_state, config.drop_path_rate,
-            PATCH_STRIDE,
+            config.channels_per_modality * stacked, dims, config.depths, config.d_state,
+            config.drop_path_rate, PATCH_STRIDE,
         )
+        self.slice_interaction: nn.ModuleDict | None = None
+        if config.sim:
+            self.slice_interaction = nn.ModuleDict(
+                {m: nn.ModuleList(SliceInteraction(d, config.slices) for d in dims) for m in ("ct", "pet")}
+            )
         self.crm: nn.ModuleList | None = None
         if config.crm:
             self.crm = nn.ModuleList(
@@ -111,8 +132,11 @@ class CIPA(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
+            k = self.config.context_slices
+            layout = f" (CT and PET at slice offsets -{k}..+{k}: cases converted with --context-slices {k})"
             raise ValueError(
-                f"CIPA: expected input (batch, {self.in_channels}, H, W), got {tuple(x.shape)}"
+                f"CIPA: expected input (batch, {self.in_channels}, H, W){layout if k else ''}, "
+                f"got {tuple(x.shape)}"
             )
         size = (int(x.shape[2]), int(x.shape[3]))
         if self.config.crm and size != self.patch_size:
@@ -144,11 +168,32 @@ class CIPA(nn.Module):
                 module.scan_backend = backend
 
     # ---------------------------------------------------------------- forward
+    @property
+    def slices(self) -> int:
+        """2K+1: slices per modality in the input (1 for 2D)."""
+        return self.config.slices
+
     def _modality(self, x: torch.Tensor, channels: list[int]) -> torch.Tensor:
         picked = x[:, channels]
+        if self.config.context_slices:  # stacked 2.5D: slices as channels, each copied per modality channel
+            return picked.repeat_interleave(self.config.channels_per_modality, dim=1)
         if picked.shape[1] != self.config.channels_per_modality:
             picked = picked.expand(-1, self.config.channels_per_modality, -1, -1)
         return picked
+
+    def _encode_slices(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """SIM path: every slice of both modalities through the encoder, then per-stage slice fusion."""
+        batch, height, width = x.shape[0], x.shape[2], x.shape[3]
+        slices = self.config.slices
+        both = torch.cat([x[:, self.ct_channels], x[:, self.pet_channels]], dim=0)  # (2B, S, H, W)
+        flat = both.reshape(2 * batch * slices, 1, height, width)
+        flat = flat.expand(-1, self.config.channels_per_modality, -1, -1)
+        ct_features, pet_features = [], []
+        for i, f in enumerate(self.encoder(flat)):
+            f = f.view(2, batch, slices, *f.shape[1:])
+            ct_features.append(self.slice_interaction["ct"][i](f[0]))
+            pet_features.append(self.slice_interaction["pet"][i](f[1]))
+        return ct_features, pet_features
 
     def fuse(self, ct_features: list[torch.Tensor], pet_features: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per-stage fusion of channels-last encoder features (see module docstring)."""
@@ -169,6 +214,8 @@ class CIPA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         self._check_input(x)
+        if self.slice_interaction is not None:
+            return self.decoder(self.fuse(*self._encode_slices(x)))
         batch = x.shape[0]
         both = torch.cat([self._modality(x, self.ct_channels), self._modality(x, self.pet_channels)], dim=0)
         features = self.encoder(both)

@@ -45,6 +45,10 @@ class CIPAConfig:
             (each grayscale modality copied into 3 channels, as for an ImageNet encoder); 1 computes
             the same function without the copy (a convolution of 3 equal channels equals one of the
             summed kernel, which is what the pretrained loader loads).
+        context_slices: K, the adjacent slices on each side of the centre slice a case carries per
+            modality (0 = 2D; the 2.5D input has 2(2K+1) channels, see docs/sim_25d.md).
+        sim: with K > 0, fuse the slices with a slice interaction module per modality and encoder
+            stage (True), or stack them as input channels of the patch embedding (False).
     """
 
     dims: tuple[int, ...] = (96, 192, 384, 768)
@@ -61,6 +65,8 @@ class CIPAConfig:
     drop_path_rate: float = 0.0
     decoder_drop_path_rate: float = 0.1
     channels_per_modality: int = 1
+    context_slices: int = 0
+    sim: bool = False
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -73,8 +79,17 @@ class CIPAConfig:
             raise ValueError(f"CIPAConfig: dims {dims} and depths {depths} must have the same length")
         if any(dims[i + 1] != 2 * dims[i] for i in range(len(dims) - 1)):
             raise ValueError(f"CIPAConfig: dims must double per stage (patch merging/expanding), got {dims}")
+        if self.context_slices < 0 or (self.sim and self.context_slices == 0):
+            raise ValueError(
+                f"CIPAConfig: sim={self.sim} needs context_slices >= 1, got {self.context_slices}"
+            )
 
     # ------------------------------------------------------------------------------ derived sizes
+    @property
+    def slices(self) -> int:
+        """2K+1, the slices per modality of one input (1 for 2D)."""
+        return 2 * self.context_slices + 1
+
     @property
     def n_stages(self) -> int:
         return len(self.depths)

@@ -29,6 +29,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                         help="input channels of the shared patch embedding (official: 3)")
     parser.add_argument("--num-classes", type=int, default=1,
                         help="output channels of the segmentation head (default 1: one sigmoid region)")
+    parser.add_argument("--context-slices", type=int, default=0, metavar="K",
+                        help="2.5D: K adjacent slices on each side (input 2(2K+1) channels); default 0 = 2D")
+    parser.add_argument("--sim", action="store_true",
+                        help="with K > 0: slice interaction modules (default with K > 0: stacked slices)")
     parser.add_argument(
         "--flops", action="store_true", help="also count GFLOPs (batch 1), with and without scans"
     )
@@ -48,6 +52,8 @@ def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa params") -> i
         overrides["dcim"] = False
     if args.dcim_window is not None:
         overrides["dcim_window"] = args.dcim_window
+    k = args.context_slices
+    slices = list(range(2 * max(k, 0) + 1))
     try:
         with torch.device("meta"):
             net = build_cipa(
@@ -55,21 +61,31 @@ def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa params") -> i
                 num_classes=args.num_classes,
                 patch_size=tuple(args.patch),
                 channels_per_modality=args.channels_per_modality,
+                in_channels=2 * len(slices),
+                ct_channel=slices if k else 0,
+                pet_channel=[len(slices) + s for s in slices] if k else 1,
+                context_slices=k,
+                sim=args.sim,
                 **overrides,
             )
     except ValueError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     config = net.config
-    k = config.dcim_window
+    w = config.dcim_window
+    mode = "2D" if not k else f"2.5D, K={k} ({'SIM' if config.sim else 'stacked slices'})"
     print(
         f"preset {args.preset}: crm {'on' if config.crm else 'off'}, dcim {'on' if config.dcim else 'off'}"
-        + (f" ({k}x{k} locals per region)" if config.dcim else "")
+        + (f" ({w}x{w} locals per region)" if config.dcim else "")
         + f", patch {args.patch[0]}x{args.patch[1]}, {args.channels_per_modality} channel(s) per modality"
+        + f", {mode}"
     )
+    if net.slice_interaction is not None:
+        print(f"slice interaction modules (in the count below): {count_parameters(net.slice_interaction)} "
+              "parameters")
     print(f"deep-supervision heads (not in the count below): {aux_head_parameters(net)} parameters")
     if args.flops:
-        report = count_flops(net, (1, 2, *args.patch))
+        report = count_flops(net, (1, 2 * len(slices), *args.patch))
         detail = ", ".join(f"{kind} {v / 1e9:.2f}" for kind, v in sorted(report.by_kind.items()))
         print(f"GFLOPs without selective scans: {report.without_scans / 1e9:.2f}  ({detail})")
         print(f"GFLOPs with selective scans:    {report.with_scans / 1e9:.2f}  "

@@ -260,14 +260,14 @@ def run(args: argparse.Namespace) -> int:
             records, args.groups, [inp.dataset_json_path.parent, gt_dir.parent], args.patient_pattern
         )
         folds = {}
-        for f in sorted(set(inp.fold_of[c] for c in cases)):
+        for f in sorted(set(inp.fold_of[c] for c in case_ids)):
             subset = [r for r in records if inp.fold_of[r.case] == f]
             summary = report.summarise(subset, patient_of, rule, options)
             summary.pop("per_case")
             folds[f] = summary
         pooled = report.summarise(records, patient_of, rule, options)
         patients_in_folds = {}
-        for c in cases:
+        for c in case_ids:
             patients_in_folds.setdefault(patient_of[c], set()).add(inp.fold_of[c])
         leaking = sorted(p for p, fs in patients_in_folds.items() if len(fs) > 1)
         if leaking:

@@ -5,10 +5,11 @@ on any import error in a module it walks, including lookups for nnU-Net's own tr
 """
 
 try:
+    from nnunetv2_cipa.trainers.catalog import *  # noqa: F401,F403
+    from nnunetv2_cipa.trainers.catalog import __all__  # noqa: F401
+
     # answers nnU-Net's hasattr() for the short-schedule family <trainer>_<E>epochs_<I>iters
     from nnunetv2_cipa.trainers.short_schedules import __getattr__  # noqa: F401
-    from nnunetv2_cipa.trainers.variants import *  # noqa: F401,F403
-    from nnunetv2_cipa.trainers.variants import __all__  # noqa: F401
 except Exception as _error:  # never break nnU-Net's lookup of other trainers
     import warnings as _warnings
 

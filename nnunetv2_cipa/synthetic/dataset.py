@@ -10,6 +10,15 @@ configuration. Why volumes and not 2D slice cases:
   explicit ``splits_final.json`` beside ``dataset.json`` (nnU-Net's planner copies it), so the stock
   ``nnUNetTrainer`` baseline and ``nnUNetTrainerCIPA`` train and validate on identical folds.
 
+**2.5D** (``context_slices=K > 0``): each case gets 2(2K+1) channels on the same grid, CT at slice
+offsets -K..+K (channels 0..2K) then PET at -K..+K (channels 2K+1..4K+1); the volume of offset d holds,
+at slice z, the source slice z+d, replicated at the first and last slice. The label stays the centre
+slice's (the case's own label). Channel names ``CT-1``, ``CT+0``, ``CT+1``, ``PET-1``, ... (never a bare
+``CT``, which would select nnU-Net's CT normalisation; all names select its default z-score) and
+``"cipa_context_slices": K`` in dataset.json, the layout ``nnunetv2_cipa convert --context-slices``
+writes. Patients with a PET fade (``PhantomSpec.peripheral_fade``) list their peripheral slices in
+dataset.json (``cipa_synthetic_peripheral_slices``), for the benchmark's peripheral-slice Dice.
+
 Held-out patients (different random streams from the same seed) go to ``imagesTs``/``labelsTs``.
 The dataset is built in a hidden staging folder and renamed into place (never half-written); a
 rerun with the same parameters reuses it, different parameters need ``overwrite=True``.
@@ -39,6 +48,21 @@ def _image(array: np.ndarray, spacing_zyx: tuple[float, float, float]) -> sitk.I
     return img
 
 
+def context_volume(volume: np.ndarray, offset: int) -> np.ndarray:
+    """(z, y, x) -> the volume whose slice z is ``volume[z + offset]``, edges replicated."""
+    index = np.clip(np.arange(volume.shape[0]) + int(offset), 0, volume.shape[0] - 1)
+    return volume[index]
+
+
+def context_channel_names(context_slices: int) -> dict[str, str]:
+    """dataset.json ``channel_names``: 2D keeps nnU-Net's ``zscore`` names, 2.5D names every offset."""
+    if context_slices == 0:
+        return {"0": "zscore", "1": "zscore"}
+    offsets = range(-context_slices, context_slices + 1)
+    names = [f"CT{d:+d}" for d in offsets] + [f"PET{d:+d}" for d in offsets]
+    return {str(i): name for i, name in enumerate(names)}
+
+
 def _write_case(
     folder: Path,
     images: str,
@@ -47,14 +71,16 @@ def _write_case(
     patient: Patient,
     spec: PhantomSpec,
     ct_window: tuple[float, float] | None,
+    context_slices: int = 0,
 ) -> None:
     ct = patient.ct if ct_window is None else np.clip(patient.ct, *ct_window)
     (folder / images).mkdir(exist_ok=True)
     (folder / labels).mkdir(exist_ok=True)
-    write_image_atomic(
-        _image(ct.astype(np.float32), spec.spacing_zyx), folder / images / f"{case}_0000.nii.gz"
-    )
-    write_image_atomic(_image(patient.pet, spec.spacing_zyx), folder / images / f"{case}_0001.nii.gz")
+    offsets = range(-context_slices, context_slices + 1)
+    channels = [context_volume(ct.astype(np.float32), d) for d in offsets]
+    channels += [context_volume(patient.pet, d) for d in offsets]
+    for index, array in enumerate(channels):
+        write_image_atomic(_image(array, spec.spacing_zyx), folder / images / f"{case}_{index:04d}.nii.gz")
     write_image_atomic(_image(patient.label, spec.spacing_zyx), folder / labels / f"{case}.nii.gz")
 
 
@@ -73,9 +99,12 @@ def synthetic_parameters(
     seed: int,
     ct_window: tuple[float, float] | None,
     regions: bool,
+    context_slices: int = 0,
 ) -> dict:
     """Everything that determines the dataset's content (stored in dataset.json, compared on reuse)."""
+    extra = {"context_slices": context_slices} if context_slices else {}  # K = 0 keeps old datasets valid
     return {
+        **extra,
         "generator_version": GENERATOR_VERSION,
         "n_train": n_train,
         "n_test": n_test,
@@ -99,8 +128,12 @@ def write_synthetic_dataset(
     regions: bool = True,
     n_folds: int = 5,
     overwrite: bool = False,
+    context_slices: int = 0,
 ) -> tuple[Path, bool]:
     """Create ``raw_root/DatasetXXX_name``; return ``(folder, reused)``.
+
+    ``context_slices`` K > 0 writes the 2.5D layout (module docstring); the same seed and spec with
+    another K gives the same patients (a 2D and a 2.5D copy of one cohort).
 
     ``regions=True`` writes region labels (``"lesion": [1]`` + ``regions_class_order``): one sigmoid
     output trained with Dice + BCE, as in the paper; ``False`` writes a plain label (softmax, Dice + CE).
@@ -108,6 +141,8 @@ def write_synthetic_dataset(
     spec = spec or PhantomSpec()
     if not 1 <= dataset_id <= 999:
         raise ValueError(f"dataset_id={dataset_id}: must be in 1..999")
+    if not 0 <= context_slices <= 8:
+        raise ValueError(f"context_slices={context_slices}: must be in 0..8")
     if n_train < 2:
         raise ValueError(f"n_train={n_train}: need at least 2 training patients for a split")
     raw_root = Path(raw_root)
@@ -115,7 +150,8 @@ def write_synthetic_dataset(
     others = [p for p in raw_root.glob(f"Dataset{dataset_id:03d}_*") if p.is_dir() and p != target]
     if others:
         raise ValueError(f"dataset id {dataset_id} is already used by {others[0]}; choose another id")
-    params = synthetic_parameters(n_train, n_test, spec, seed, ct_window, regions)
+    params = synthetic_parameters(n_train, n_test, spec, seed, ct_window, regions, context_slices)
+    params = json.loads(json.dumps(params))  # as stored (tuples become lists), so reuse compares equal
     existing = target / "dataset.json"
     if existing.is_file():
         old = json.loads(existing.read_text()).get("cipa_synthetic")
@@ -131,10 +167,13 @@ def write_synthetic_dataset(
     train_cases = [f"SYN_{i:03d}" for i in range(n_train)]
     test_cases = [f"SYN_{i:03d}" for i in range(n_train, n_train + n_test)]
     lesion_counts = {}
+    peripheral = {}
     with StagedFolder(target, overwrite=True) as staged:
         for case, stream in zip(train_cases + test_cases, streams, strict=True):
             patient = make_patient(spec, np.random.default_rng(stream))
             lesion_counts[case] = patient.n_lesions
+            if patient.uptake is not None:
+                peripheral[case] = patient.peripheral_slices()
             is_test = case in test_cases
             _write_case(
                 staged.path,
@@ -144,12 +183,13 @@ def write_synthetic_dataset(
                 patient,
                 spec,
                 ct_window,
+                context_slices,
             )
         labels = {"background": 0, "lesion": [1]} if regions else {"background": 0, "lesion": 1}
         dataset_json = {
-            # channel names select nnU-Net's normalisation: per-volume z-score for both channels. Never "CT"
+            # channel names select nnU-Net's normalisation: per-volume z-score for every channel. Never "CT"
             # on the window-clipped CT (it collapses to a constant, see docs/trainers.md).
-            "channel_names": {"0": "zscore", "1": "zscore"},
+            "channel_names": context_channel_names(context_slices),
             "labels": labels,
             "numTraining": n_train,
             "file_ending": ".nii.gz",
@@ -165,6 +205,10 @@ def write_synthetic_dataset(
             "cipa_synthetic": params,
             "cipa_synthetic_lesions_per_case": lesion_counts,
         }
+        if context_slices:
+            dataset_json["cipa_context_slices"] = context_slices
+        if peripheral:
+            dataset_json["cipa_synthetic_peripheral_slices"] = peripheral
         if regions:
             dataset_json["regions_class_order"] = [1]
         write_json_atomic(dataset_json, staged.path / "dataset.json")

@@ -13,6 +13,10 @@ not trivial*, with the properties that make CIPA's design matter:
 * Lesions: 0-3 per patient (none in about one patient of ten), in the lungs, with varied radius
   (2-14 % of the field of view), lobulated shapes,
   a few slices of extent each; so many slices have no lesion at all.
+* Optionally (``peripheral_fade > 0``, the *target cohort* of :mod:`.cohorts`), a lesion's PET uptake
+  fades towards its cranial and caudal ends while its extent (the label, and the CT) does not: the
+  situation of internal-GTV contours, where breathing smears the tumour's activity over its range of
+  motion and the outer slices of the contour show little uptake (Luo et al., arXiv 2509.22841).
 
 Everything is a pure function of a ``numpy.random.Generator``: same seed, same patient.
 """
@@ -38,6 +42,9 @@ class PhantomSpec:
     spacing must be finer than the slice thickness (as in real PET/CT): nnU-Net puts the coarsest
     axis first, and its ``2d`` configuration then slices along it (the axial slices).
     ``max_lesions`` bounds the lesion count per patient (0..max_lesions, zero is allowed).
+    ``lesion_half_extent`` is the range of a lesion's half extent along z, in slices.
+    ``peripheral_fade`` in [0, 1): the outer fraction of each lesion's half extent over which its PET
+    contrast to the lung falls linearly to zero (0 = uniform uptake, the default phantom).
     """
 
     size: int = 128
@@ -46,6 +53,8 @@ class PhantomSpec:
     pixel_spacing_mm: float = 1.0
     max_lesions: int = 3
     pet_downsample: int = 2
+    lesion_half_extent: tuple[float, float] = (0.6, 2.5)
+    peripheral_fade: float = 0.0
 
     def __post_init__(self) -> None:
         if self.size < 32:
@@ -57,6 +66,11 @@ class PhantomSpec:
                 f"PhantomSpec.pixel_spacing_mm={self.pixel_spacing_mm}: must be in (0, slice_thickness_mm="
                 f"{self.slice_thickness_mm}), else nnU-Net's 2d configuration slices along the wrong axis"
             )
+        low, high = self.lesion_half_extent
+        if not 0 < low <= high:
+            raise ValueError(f"PhantomSpec.lesion_half_extent={self.lesion_half_extent}: need 0 < low <= hi")
+        if not 0.0 <= self.peripheral_fade < 1.0:
+            raise ValueError(f"PhantomSpec.peripheral_fade={self.peripheral_fade}: must be in [0, 1)")
         if self.pet_downsample < 1 or self.size % self.pet_downsample:
             raise ValueError(
                 f"PhantomSpec.pet_downsample={self.pet_downsample}: must divide size={self.size}"
@@ -75,6 +89,14 @@ class Patient:
     pet: np.ndarray
     label: np.ndarray
     n_lesions: int
+    uptake: np.ndarray | None = None  # (z, y, x) lesion PET contrast weight in [0, 1]; None if no fade
+
+    def peripheral_slices(self, below: float = 0.5) -> list[int]:
+        """Slices holding lesion voxels whose PET contrast is under ``below`` of the lesion's peak."""
+        if self.uptake is None:
+            return []
+        weak = (self.label > 0) & (self.uptake < below)
+        return [int(z) for z in np.flatnonzero(weak.any(axis=(1, 2)))]
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,11 +163,21 @@ def _anatomy(
     return ct, lungs, heart, body
 
 
-def _lesions(spec: PhantomSpec, lungs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Boolean lesion mask: lobulated ellipsoids centred in the lungs, varied size and extent."""
+def fade_weight(dz: float, fade: float) -> float:
+    """PET contrast weight at relative z offset ``dz`` in (-1, 1) from a lesion's centre (1 = full)."""
+    if fade <= 0.0:
+        return 1.0
+    return float(np.clip((1.0 - abs(dz)) / fade, 0.0, 1.0))
+
+
+def _lesions(
+    spec: PhantomSpec, lungs: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lesion mask (lobulated ellipsoids centred in the lungs, varied size and extent) and uptake weight."""
     n, z = spec.size, spec.slices
     yy, xx = _grid(n)
     mask = np.zeros((z, n, n), bool)
+    uptake = np.zeros((z, n, n), np.float32)
     # about one patient in ten has no lesion; the others 1..max_lesions
     count = 0 if rng.uniform() < 0.1 else int(rng.integers(1, spec.max_lesions + 1))
     placed = 0
@@ -159,7 +191,7 @@ def _lesions(spec: PhantomSpec, lungs: np.ndarray, rng: np.random.Generator) -> 
         py, px = lung_px[rng.integers(len(lung_px))]
         cy, cx = yy[py, px], xx[py, px]
         radius = rng.uniform(0.04, 0.28) * 0.5  # 2..14 % of the field of view
-        half_extent = rng.uniform(0.6, 2.5)  # in slices
+        half_extent = rng.uniform(*spec.lesion_half_extent)  # in slices
         irregularity = rng.uniform(0.0, 1.2)
         angle_field = np.arctan2(yy - cy, xx - cx)
         outline = _lobulated_radius(rng, angle_field, irregularity)
@@ -170,9 +202,11 @@ def _lesions(spec: PhantomSpec, lungs: np.ndarray, rng: np.random.Generator) -> 
                 continue
             r = radius * np.sqrt(1.0 - dz * dz)
             dist = np.sqrt(((yy - cy) * aspect) ** 2 + ((xx - cx) / aspect) ** 2)
-            mask[s] |= dist <= r * outline
+            inside = dist <= r * outline
+            mask[s] |= inside
+            uptake[s][inside] = np.maximum(uptake[s][inside], fade_weight(dz, spec.peripheral_fade))
         placed += 1
-    return mask
+    return mask, uptake
 
 
 def _pet(
@@ -181,6 +215,7 @@ def _pet(
     lungs: np.ndarray,
     heart: np.ndarray,
     lesions: np.ndarray,
+    uptake: np.ndarray,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """SUV volume: activity model on a coarse grid, PSF blur, count-like noise, linear upsampling."""
@@ -190,8 +225,11 @@ def _pet(
     activity[heart] = rng.uniform(2.5, 6.0)  # physiological uptake: hot, but not a lesion
     if lesions.any():
         labelled, k = ndimage.label(lesions)
+        lung_level = float(activity[lungs].mean()) if lungs.any() else 0.3
         for i in range(1, k + 1):
-            activity[labelled == i] = rng.uniform(4.0, 14.0)
+            voxels = labelled == i
+            peak = rng.uniform(4.0, 14.0)
+            activity[voxels] = lung_level + (peak - lung_level) * uptake[voxels]
     f = spec.pet_downsample
     coarse = activity.reshape(activity.shape[0], activity.shape[1] // f, f, activity.shape[2] // f, f).mean(
         axis=(2, 4)
@@ -205,9 +243,17 @@ def _pet(
 def make_patient(spec: PhantomSpec, rng: np.random.Generator) -> Patient:
     """One patient; CT gets partial-volume blur and noise after the lesions are drawn in."""
     ct, lungs, heart, body = _anatomy(spec, rng)
-    lesions = _lesions(spec, lungs, rng) & body
+    lesions, uptake = _lesions(spec, lungs, rng)
+    lesions &= body
+    uptake[~lesions] = 0.0
     ct[lesions] = LESION_HU
     ct = ndimage.gaussian_filter(ct, sigma=(0, 0.6, 0.6)) + rng.normal(0.0, 15.0, ct.shape)
-    pet = _pet(spec, body, lungs, heart, lesions, rng)
+    pet = _pet(spec, body, lungs, heart, lesions, uptake, rng)
     n_lesions = int(ndimage.label(lesions)[1])
-    return Patient(ct=ct.astype(np.float32), pet=pet, label=lesions.astype(np.uint8), n_lesions=n_lesions)
+    return Patient(
+        ct=ct.astype(np.float32),
+        pet=pet,
+        label=lesions.astype(np.uint8),
+        n_lesions=n_lesions,
+        uptake=uptake if spec.peripheral_fade > 0 else None,
+    )

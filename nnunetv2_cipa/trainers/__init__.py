@@ -12,9 +12,9 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name.startswith("nnUNetTrainerCIPA"):
-        variants = importlib.import_module("nnunetv2_cipa.trainers.variants")
-        if name in variants.__all__:
-            return getattr(variants, name)
+        catalog = importlib.import_module("nnunetv2_cipa.trainers.catalog")
+        if name in catalog.__all__:
+            return getattr(catalog, name)
         trainer = importlib.import_module("nnunetv2_cipa.trainers.short_schedules").schedule_trainer(name)
         if trainer is not None:
             return trainer

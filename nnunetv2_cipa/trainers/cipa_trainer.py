@@ -43,10 +43,11 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
@@ -55,6 +56,7 @@ from nnunetv2_cipa.architectures.optim import param_groups
 from nnunetv2_cipa.plans.network_entry import CIPA_PLANS_KEY, NetworkEntry
 from nnunetv2_cipa.plans.normalization import check_normalization
 
+from . import pretrained_route
 from .schedule import WarmupCosineLR
 
 
@@ -99,8 +101,9 @@ class nnUNetTrainerCIPA(nnUNetTrainer):
         dataset_json: dict,
         device: torch.device = torch.device("cuda"),  # noqa: B008 - nnU-Net's own signature
     ):
-        self._force_cipa_plans(plans, configuration)
+        self._force_cipa_plans(plans, configuration, dataset_json)
         super().__init__(plans, configuration, fold, dataset_json, device)
+        pretrained_route.install()  # -pretrained_weights -> the CIPA transfer loader (see that module)
         check_normalization(
             self.plans_manager.plans, self.configuration_manager.normalization_schemes, dataset_json
         )
@@ -115,7 +118,7 @@ class nnUNetTrainerCIPA(nnUNetTrainer):
 
     # ------------------------------------------------------------------------------------ plans
     @classmethod
-    def _force_cipa_plans(cls, plans: dict, configuration: str) -> None:
+    def _force_cipa_plans(cls, plans: dict, configuration: str, dataset_json: Mapping | None = None) -> None:
         """Write patch, batch and the network entry into ``plans`` (in place, before nnU-Net reads it)."""
         if configuration not in plans.get("configurations", {}):
             raise ValueError(
@@ -137,11 +140,15 @@ class nnUNetTrainerCIPA(nnUNetTrainer):
         target = plans["configurations"][configuration]  # the child: its keys win over inherited ones
         target["patch_size"] = patch
         target["batch_size"] = batch
-        target[CIPA_PLANS_KEY] = cls.network_entry().to_dict()
+        target[CIPA_PLANS_KEY] = cls.network_entry(dataset_json).to_dict()
 
     @classmethod
-    def network_entry(cls) -> NetworkEntry:
-        """This trainer's network settings as the plans record them (channel 0 CT, channel 1 PET)."""
+    def network_entry(cls, dataset_json: Mapping | None = None) -> NetworkEntry:
+        """This trainer's network settings as the plans record them (channel 0 CT, channel 1 PET).
+
+        ``dataset_json`` is the dataset being trained; 2D trainers do not need it, the 2.5D ones read
+        the number of context slices from it.
+        """
         return NetworkEntry(cls.cipa_config, ct_channel=0, pet_channel=1, trainer=cls.__name__)
 
     # ---------------------------------------------------------------------------------- network
@@ -158,10 +165,13 @@ class nnUNetTrainerCIPA(nnUNetTrainer):
         stored = configuration_manager.configuration.get(CIPA_PLANS_KEY)
         # plans not written by a CIPA trainer: this class's own settings
         entry = cls.network_entry() if stored is None else NetworkEntry.from_dict(stored)
-        if num_input_channels != 2:
+        k = entry.config.context_slices
+        if num_input_channels != 2 * entry.config.slices:
+            layout = "CT, PET" if k == 0 else f"CT and PET at slice offsets -{k}..+{k}"
             raise ValueError(
-                f"{cls.__name__}: CIPA needs exactly 2 input channels (CT, PET); the dataset has "
-                f"{num_input_channels}"
+                f"{cls.__name__}: this network takes {2 * entry.config.slices} input channels ({layout}); "
+                f"the data has {num_input_channels}"
+                + ("" if k == 0 else f" (convert the cases with --context-slices {k})")
             )
         return CIPA(
             entry.config,
@@ -172,6 +182,10 @@ class nnUNetTrainerCIPA(nnUNetTrainer):
             pet_channel=entry.pet_channel,
             deep_supervision=enable_deep_supervision,
         )
+
+    def initialize(self):
+        super().initialize()
+        pretrained_route.register(self, self.network)
 
     def _unwrapped_network(self) -> nn.Module:
         net = self.network.module if self.is_ddp else self.network
@@ -184,7 +198,11 @@ class nnUNetTrainerCIPA(nnUNetTrainer):
         if self.network is not None:
             return self._unwrapped_network().deep_supervision_scales()
         probe = self.build_network_architecture(
-            self.plans_manager, self.configuration_manager, 2, self.label_manager.num_segmentation_heads, True
+            self.plans_manager,
+            self.configuration_manager,
+            determine_num_input_channels(self.plans_manager, self.configuration_manager, self.dataset_json),
+            self.label_manager.num_segmentation_heads,
+            True,
         )
         return probe.deep_supervision_scales()
 

@@ -45,7 +45,7 @@ SHIM_TEXT = '''\
 """Re-export of nnunetv2_cipa's trainers so that nnU-Net's own trainer search finds them first."""
 
 try:
-    from nnunetv2_cipa.trainers.variants import *  # noqa: F401,F403
+    from nnunetv2_cipa.trainers.catalog import *  # noqa: F401,F403
     from nnunetv2_cipa.trainers.fallback_lookup import __getattr__  # noqa: F401 - schedules, extTrainer
 except ModuleNotFoundError as _error:
     if not (_error.name or "").startswith("nnunetv2_cipa"):

@@ -12,7 +12,7 @@ The classes are made on first request by name and cached: this module's ``__geta
 answers ``hasattr(module, name)``, which is how nnU-Net's trainer lookup
 (``nnunetv2/utilities/find_class_by_name.py``) tests the modules it walks, and the classes'
 ``__module__`` is this module, so pickling and a plain import give the same class object. The base is
-any trainer of :mod:`.variants` that is not already a short schedule.
+any trainer of :mod:`.catalog` (2D, 2.5D, fine-tuning) that is not already a short schedule.
 """
 
 from __future__ import annotations
@@ -45,15 +45,15 @@ def schedule_trainer(name: str) -> type | None:
     match = NAME_PATTERN.match(name)
     if match is None:
         return None
-    from nnunetv2_cipa.trainers import variants
+    from nnunetv2_cipa.trainers import catalog
 
     base = match["base"]
-    if base not in variants.__all__ or _FIXED_SCHEDULE.search(base):
+    if base not in catalog.__all__ or _FIXED_SCHEDULE.search(base):
         return None
     epochs, iterations = int(match["epochs"]), int(match["iterations"])
     trainer = type(
         name,
-        (getattr(variants, base),),
+        (getattr(catalog, base),),
         {
             "__module__": __name__,
             "__qualname__": name,

@@ -56,4 +56,4 @@ def test_params_command_last_line_is_bare_integer(capsys):
 
 def test_params_command_rejects_bad_patch(capsys):
     assert main(["--preset", "paper", "--patch", "500", "512"]) == 2
-    assert "not a multiple of 128" in capsys.readouterr().out
+    assert "not a multiple of 128" in capsys.readouterr().err

@@ -288,8 +288,8 @@ def test_cli_options_of_every_subcommand(tmp_path, nnunet_dirs, capsys):
         args = parser.parse_args([*sub.split(), "-np", "3", "--compression", "4", "--context-slices", "2"])
         assert (args.num_processes, args.compression, args.context_slices) == (3, 4, 2)
     root = small_tree(tmp_path / "pclt", patients=2, slices=2)
-    assert cli.main(["pclt20k", str(root), "--context-slices", "1", "--ct-norm", "noNorm", "--quiet"]) == 1
+    assert cli.main(["pclt20k", str(root), "--context-slices", "1", "--ct-norm", "noNorm", "--quiet"]) == 2
     assert "cannot be combined" in capsys.readouterr().err
-    assert cli.main(["pclt20k", str(root), "--as-volumes", "--slice-thickness", "0.5", "--quiet"]) == 1
+    assert cli.main(["pclt20k", str(root), "--as-volumes", "--slice-thickness", "0.5", "--quiet"]) == 2
     assert "must exceed the in-plane spacing" in capsys.readouterr().err
-    assert cli.main(["pclt20k", str(root), "-np", "0", "--quiet"]) == 1
+    assert cli.main(["pclt20k", str(root), "-np", "0", "--quiet"]) == 2

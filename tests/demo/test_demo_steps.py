@@ -46,7 +46,7 @@ def test_held_out_evaluation_writes_overlays_and_the_report_gives_commands(tmp_p
     args = demo.build_parser("demo").parse_args(["--output", str(tmp_path)])
     results = folders["nnUNet_results"] / raw.name / f"{demo.TRAINER}__nnUNetPlans__2d"
     paths = demo.DemoPaths(
-        folders, raw, folders["nnUNet_preprocessed"] / raw.name, results, results / "fold_0",
+        folders, demo.TRAINER, raw, folders["nnUNet_preprocessed"] / raw.name, results, results / "fold_0",
         results / "demo_predictions_fold_0", results / "demo_evaluation_fold_0",
     )  # fmt: skip
     shutil.copytree(raw / "labelsTs", paths.predictions)  # a perfect model
@@ -56,6 +56,7 @@ def test_held_out_evaluation_writes_overlays_and_the_report_gives_commands(tmp_p
     out = capsys.readouterr().out
     assert "SYN_002: Dice 1.000" in out and "SYN_003: Dice 1.000" in out
     assert "| CIPA small |" in out  # the evaluation table
+    assert "held-out PET totals" in out and "SYN_002: MTV" in out  # quantify's totals beside the reference
     sheet = paths.evaluation / "overlays" / "CIPA small" / "contact_sheet.png"
     assert sheet.is_file() and (sheet.parent / "SYN_002.png").is_file() and str(sheet) in out
     assert demo.WHY_DICE_DIFFERS in out

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_cipa.synthetic import PhantomSpec, make_patient, write_synthetic_dataset
+from nnunetv2_cipa.synthetic import (
+    PhantomSpec,
+    cohort_spec,
+    context_channel_names,
+    make_patient,
+    write_synthetic_dataset,
+)
 from nnunetv2_cipa.synthetic.phantom import LUNG_HU
 
 SPEC = PhantomSpec(size=64, slices=6)
@@ -74,3 +81,65 @@ def test_softmax_labels_option(tmp_path):
     folder, _ = write_synthetic_dataset(tmp_path, 991, n_train=2, n_test=0, spec=SPEC, regions=False)
     ds = json.loads((folder / "dataset.json").read_text())
     assert ds["labels"] == {"background": 0, "lesion": 1} and "regions_class_order" not in ds
+
+
+def test_target_cohort_fades_pet_at_lesion_ends_but_keeps_label_and_ct():
+    base = PhantomSpec(size=64, slices=12)
+    target = cohort_spec("target", base)
+    uniform = replace(target, peripheral_fade=0.0)  # same lesion geometry, uniform uptake
+    faded_core = faded_rim = uniform_rim = 0.0
+    n_peripheral = 0
+    for seed in range(6):
+        a = make_patient(target, np.random.default_rng(seed))
+        b = make_patient(uniform, np.random.default_rng(seed))
+        np.testing.assert_array_equal(a.label, b.label)  # the label keeps the full extent
+        np.testing.assert_array_equal(a.ct, b.ct)
+        if not a.label.any():
+            continue
+        rim = (a.label > 0) & (a.uptake < 0.5)
+        core = (a.label > 0) & (a.uptake >= 0.99)
+        n_peripheral += len(a.peripheral_slices())
+        assert set(a.peripheral_slices()) == set(np.flatnonzero(rim.any(axis=(1, 2))).tolist())
+        faded_rim += a.pet[rim].mean() if rim.any() else 0.0
+        uniform_rim += b.pet[rim].mean() if rim.any() else 0.0
+        faded_core += a.pet[core].mean()
+    assert n_peripheral >= 6
+    assert faded_rim < 0.7 * uniform_rim  # uptake fades at the lesion ends (PSF blur brings some back)
+    assert faded_core > 2 * faded_rim  # ... and not in the core
+    assert make_patient(base, np.random.default_rng(0)).uptake is None  # source: no fade recorded
+    with pytest.raises(ValueError, match="cohort"):
+        cohort_spec("other")
+
+
+def test_context_slices_layout_names_and_edge_replication(tmp_path):
+    spec = cohort_spec("target", PhantomSpec(size=32, slices=5))
+    flat, _ = write_synthetic_dataset(tmp_path, 992, name="T2D", n_train=2, n_test=1, spec=spec, seed=5)
+    folder, _ = write_synthetic_dataset(
+        tmp_path, 993, name="T25D", n_train=2, n_test=1, spec=spec, seed=5, context_slices=1
+    )
+    ds = json.loads((folder / "dataset.json").read_text())
+    assert ds["channel_names"] == {
+        "0": "CT-1", "1": "CT+0", "2": "CT+1", "3": "PET-1", "4": "PET+0", "5": "PET+1"
+    }
+    assert ds["cipa_context_slices"] == 1 and "cipa_context_slices" not in json.loads(
+        (flat / "dataset.json").read_text()
+    )
+    assert set(ds["cipa_synthetic_peripheral_slices"]) == {"SYN_000", "SYN_001", "SYN_002"}
+
+    def read(path):
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+    for case in ("SYN_000", "SYN_002"):
+        sub = "imagesTs" if case == "SYN_002" else "imagesTr"
+        ct, pet = read(flat / sub / f"{case}_0000.nii.gz"), read(flat / sub / f"{case}_0001.nii.gz")
+        channels = [read(folder / sub / f"{case}_{i:04d}.nii.gz") for i in range(6)]
+        assert not (folder / sub / f"{case}_0006.nii.gz").exists()
+        for offset, k in zip((-1, 0, 1), range(3), strict=True):
+            for z in range(5):
+                source = min(max(z + offset, 0), 4)  # edges replicated
+                np.testing.assert_array_equal(channels[k][z], ct[source])
+                np.testing.assert_array_equal(channels[3 + k][z], pet[source])
+    np.testing.assert_array_equal(  # label = the centre slice's, the same patients as the 2D copy
+        read(folder / "labelsTr" / "SYN_000.nii.gz"), read(flat / "labelsTr" / "SYN_000.nii.gz")
+    )
+    assert context_channel_names(0) == {"0": "zscore", "1": "zscore"}

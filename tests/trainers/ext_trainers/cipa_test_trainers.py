@@ -6,6 +6,7 @@ this file as the top-level module ``cipa_test_trainers`` when it looks a trainer
 
 from __future__ import annotations
 
+from nnunetv2_cipa.trainers.slice_trainers import SliceContextMixin
 from nnunetv2_cipa.trainers.variants import nnUNetTrainerCIPA_small
 
 
@@ -28,3 +29,7 @@ class nnUNetTrainerCIPA_small_smoke(nnUNetTrainerCIPA_small):
         configured = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         self.inference_allowed_mirroring_axes = None
         return (*configured[:3], None)
+
+
+class nnUNetTrainerCIPA_SIM_small_smoke(SliceContextMixin, nnUNetTrainerCIPA_small_smoke):
+    """The smoke schedule above on 2.5D data, with slice interaction modules."""
