@@ -31,3 +31,21 @@ def smoke_trainer() -> type:
 def ext_trainer_env():
     """A function adding the tests' trainer folder to an environment dict (for subprocesses)."""
     return with_test_trainers
+
+
+@pytest.fixture(scope="session")
+def chain_environment():
+    """A function giving the environment of an nnU-Net command chain under ``root``: fresh nnU-Net
+    folders there, the tests' trainers, no compilation, and one worker everywhere (on 2 cores nnU-Net's
+    default 8 export/preprocessing workers only add overhead)."""
+
+    def make(root: Path) -> dict[str, str]:
+        env = with_test_trainers({k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")})
+        for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+            (root / name).mkdir()
+            env[name] = str(root / name)
+        single_workers = {"nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1", "OMP_NUM_THREADS": "2"}
+        env.update({"nnUNet_compile": "false", **single_workers})
+        return env
+
+    return make

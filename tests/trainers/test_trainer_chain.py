@@ -11,7 +11,6 @@ findable by nnU-Net's lookup, i.e. ``nnunetv2_cipa setup`` has run (scripts/boot
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -43,16 +42,9 @@ def _run(args: list[str], env: dict, timeout: float = 400, check: bool = True) -
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory, ext_trainer_env):
+def chain(tmp_path_factory, chain_environment):
     root = tmp_path_factory.mktemp("chain")
-    env = ext_trainer_env({k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")})
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        (root / name).mkdir()
-        env[name] = str(root / name)
-    # one worker everywhere: on 2 cores, nnU-Net's default 8 export/preprocessing workers only add overhead
-    env.update(
-        {"nnUNet_compile": "false", "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1", "OMP_NUM_THREADS": "2"}
-    )
+    env = chain_environment(root)
     folder, _ = write_synthetic_dataset(
         root / "nnUNet_raw", DATASET_ID, n_train=6, n_test=1, spec=PhantomSpec(size=64, slices=3), seed=11
     )

@@ -9,7 +9,6 @@ and 2D data for the 2.5D model are refused with one line.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from nnunetv2_cipa.nnunet_commands import predict_command
 from nnunetv2_cipa.synthetic import PhantomSpec, cohort_spec, write_synthetic_dataset
 
 SOURCE_ID, TARGET_ID = 983, 984
@@ -54,24 +54,14 @@ def _train(dataset_id: int, trainer: str, env: dict, *extra: str, check: bool = 
 
 
 def _predict(source: Path, out: Path, env: dict, check: bool = True):
-    args = [
-        "nnUNetv2_predict", "-i", str(source), "-o", str(out), "-d", str(TARGET_ID), "-c", "2d",
-        "-tr", TRAINER_SIM, "-f", "0", "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1",
-    ]
-    return _run(args, env, check)
+    return _run(predict_command(source, out, TARGET_ID, TRAINER_SIM, (0,)), env, check)
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory, ext_trainer_env):
+def chain(tmp_path_factory, chain_environment):
     root = tmp_path_factory.mktemp("chain25d")
     # the smoke trainers live in the tests' trainer folder
-    env = ext_trainer_env({k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")})
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        (root / name).mkdir()
-        env[name] = str(root / name)
-    env.update(
-        {"nnUNet_compile": "false", "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1", "OMP_NUM_THREADS": "2"}
-    )
+    env = chain_environment(root)
     raw = root / "nnUNet_raw"
     source, _ = write_synthetic_dataset(
         raw, SOURCE_ID, name="Source", n_train=6, n_test=1, spec=cohort_spec("source", SPEC), seed=21
