@@ -1,5 +1,9 @@
 """The pure-PyTorch selective scan: time-major, tiled and blocked in time, one autograd.Function.
 
+One file on purpose (it is longer than the project's other modules): the forward and the analytic
+backward share the tile and block plan, the workspace and the recomputation of each block, and each is
+only checkable beside the other.
+
 Why it looks like this (each choice is timed against its alternative by the ``benchmarks/`` script
 named at it; the figures are in docs/benchmarks.md):
 
