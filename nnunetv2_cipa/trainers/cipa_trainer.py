@@ -52,6 +52,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnunetv2_cipa.architectures import CIPA, PRESETS, CIPAConfig
+from nnunetv2_cipa.architectures.counting import aux_head_parameters, count_parameters
 from nnunetv2_cipa.architectures.optim import param_groups
 from nnunetv2_cipa.plans.network_entry import CIPA_PLANS_KEY, NetworkEntry
 from nnunetv2_cipa.plans.normalization import check_normalization
@@ -74,6 +75,22 @@ def cipa_batch_size(
     """Batch scaled by patch area so that pixels per batch stay near the reference."""
     scale = math.prod(reference_patch) / math.prod(patch)
     return int(min(max_batch, max(min_batch, round(reference_batch * scale))))
+
+
+def network_log_line(net: CIPA) -> str:
+    """What the training log records about the network: scan backend, parameter count, settings.
+
+    ``auto`` is resolved per call by the tensors' device (torch on a CPU; on CUDA our kernel when it
+    loads, else torch with one log line), so the log says that rule rather than guess the device.
+    """
+    backends = {m.scan_backend for m in net.modules() if hasattr(m, "scan_backend")}
+    backend = ", ".join(sorted(backends)) or "none"
+    if backends == {"auto"}:
+        backend += " (torch on CPU; on CUDA the compiled kernel when it loads, else torch)"
+    return (
+        f"CIPA network: scan backend {backend}; {count_parameters(net)} parameters "
+        f"(+{aux_head_parameters(net)} in deep-supervision heads); settings {net.config.to_dict()}"
+    )
 
 
 class nnUNetTrainerCIPA(nnUNetTrainer):
@@ -186,6 +203,7 @@ class nnUNetTrainerCIPA(nnUNetTrainer):
     def initialize(self):
         super().initialize()
         pretrained_route.register(self, self.network)
+        self.print_to_log_file(network_log_line(self._unwrapped_network()))
 
     def _unwrapped_network(self) -> nn.Module:
         net = self.network.module if self.is_ddp else self.network

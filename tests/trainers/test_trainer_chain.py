@@ -160,6 +160,7 @@ def test_resume_with_c_after_interruption(chain):
     assert (fold_dir / "checkpoint_final.pth").is_file()
     new_log = (set(fold_dir.glob("training_log_*.txt")) - logs_before).pop().read_text()
     assert "Epoch 1" in new_log and "Epoch 0\n" not in new_log  # continued, not restarted
+    assert "CIPA network: scan backend auto" in new_log and "parameters (+" in new_log  # what was trained
 
 
 def test_prediction_with_checkpoint_from_another_scan_backend(chain):
