@@ -265,6 +265,23 @@ def _run_case(args: argparse.Namespace, log: ConversionLog) -> int:
     return 0
 
 
+def _convert_dataset(
+    convert, options, args: argparse.Namespace, target: Path, log: ConversionLog, argv: list[str]
+) -> dict:
+    """Run a dataset converter (PCLT20K or STS) with the options every dataset source shares."""
+    return convert(
+        args.root,
+        target,
+        options,
+        args.overwrite,
+        log,
+        argv,
+        progress=not args.quiet,
+        num_processes=args.num_processes,
+        compression=args.compression,
+    )
+
+
 def _run_pclt20k(args: argparse.Namespace, target: Path, log: ConversionLog, argv: list[str]) -> dict:
     from .pclt20k import DEFAULT_SLICE_THICKNESS_MM, PcltOptions, convert_pclt20k
 
@@ -284,17 +301,7 @@ def _run_pclt20k(args: argparse.Namespace, target: Path, log: ConversionLog, arg
         ),
         context_slices=args.context_slices,
     )
-    return convert_pclt20k(
-        args.root,
-        target,
-        options,
-        args.overwrite,
-        log,
-        argv,
-        progress=not args.quiet,
-        num_processes=args.num_processes,
-        compression=args.compression,
-    )
+    return _convert_dataset(convert_pclt20k, options, args, target, log, argv)
 
 
 def _run_sts(args: argparse.Namespace, target: Path, log: ConversionLog, argv: list[str]) -> dict:
@@ -316,17 +323,7 @@ def _run_sts(args: argparse.Namespace, target: Path, log: ConversionLog, argv: l
         overrides=_load_overrides(args.overrides),
         context_slices=args.context_slices,
     )
-    return convert_sts(
-        args.root,
-        target,
-        options,
-        args.overwrite,
-        log,
-        argv,
-        progress=not args.quiet,
-        num_processes=args.num_processes,
-        compression=args.compression,
-    )
+    return _convert_dataset(convert_sts, options, args, target, log, argv)
 
 
 def main(argv: list[str] | None = None, prog: str = "nnunetv2_cipa convert") -> int:
