@@ -4,6 +4,7 @@ Usage (from the repository root):
 
     .venv/bin/python benchmarks/conversion.py                  # 2,000 pairs (about 10 minutes on 2 cores)
     .venv/bin/python benchmarks/conversion.py --pairs 400 --pp-pairs 144   # quick run
+    .venv/bin/python benchmarks/conversion.py --part preprocessing --pp-pairs 21930   # part 5 at full size
 
 All on one synthetic PCLT20K tree (``nnunetv2_cipa.synthetic.pclt20k_tree``: phantom CT in the lung
 window and PET as 8-bit PNGs, 36 slices per patient like PCLT20K's mean), in one run:
@@ -15,8 +16,11 @@ window and PET as 8-bit PNGs, 36 slices per patient like PCLT20K's mean), in one
 3. Output size and single-process write speed per gzip level of our NIfTI writer, and for
    nnU-Net's other raw formats SimpleITK writes (ITK's own .nii.gz, .mha, .nrrd).
 4. The extrapolation of (1) to PCLT20K's 21,930 pairs.
-5. ``nnUNetv2_plan_and_preprocess -c 2d`` on a smaller tree converted as slice cases and as volume
-   cases (``--as-volumes``) of the same pixels.
+5. ``nnUNetv2_plan_and_preprocess -c 2d`` on a second tree converted as slice cases and as volume
+   cases (``--as-volumes``) of the same pixels. nnU-Net's per-case costs include a listing whose
+   time grows with the square of the number of cases, so this comparison depends on the tree's
+   size; ``--pp-pairs 21930`` runs it at PCLT20K's (about 40 minutes on 2 cores; patients beyond
+   ``--pp-distinct-patients`` are hard links to the drawn ones).
 
 Timings on a shared machine are noisy; the load average is printed next to them, and only ratios
 measured within this one run should be compared.
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,10 +52,16 @@ SLICES_PER_PATIENT = 36
 WINDOW = (-1200.0, -200.0)
 
 
-def make_tree(root: Path, pairs: int, size: int) -> int:
+def make_tree(root: Path, pairs: int, size: int, distinct_patients: int | None = None) -> int:
     patients = max(2, round(pairs / SLICES_PER_PATIENT))
     slices = max(1, pairs // patients)
-    spec = TreeSpec(patients=patients, slices=slices, size=size, test_patients=max(1, patients // 5))
+    spec = TreeSpec(
+        patients=patients,
+        slices=slices,
+        size=size,
+        test_patients=max(1, patients // 5),
+        distinct_patients=distinct_patients if distinct_patients and distinct_patients < patients else None,
+    )
     write_pclt20k_tree(root, spec)
     return patients * slices
 
@@ -149,12 +160,30 @@ def compression_table(arrays, out: Path) -> list[dict]:
     return rows
 
 
+def time_listing(raw_dataset: Path) -> float:
+    """Seconds nnU-Net takes to list a raw dataset's training cases.
+
+    ``get_filenames_of_train_images_and_targets`` matches every case id against every file name
+    of ``imagesTr`` (and sends the whole file list to a worker per case), so its cost grows with
+    the square of the number of cases; the fingerprint, planning and preprocessing steps each
+    call it once, and ``nnUNetv2_plan_and_preprocess`` once more to copy the labels.
+    """
+    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+
+    dataset_json = json.loads((raw_dataset / "dataset.json").read_text())
+    start = time.perf_counter()
+    get_filenames_of_train_images_and_targets(str(raw_dataset), dataset_json)
+    return round(time.perf_counter() - start, 1)
+
+
 def time_preprocessing(root: Path, work: Path, as_volumes: bool, dataset_id: int) -> dict[str, float]:
     """Seconds of ``nnUNetv2_plan_and_preprocess -c 2d`` (2 processes), step by step.
 
     The command's three steps are run as nnU-Net's own three commands, so that the fixed cost
     (planning: for 3D cases nnU-Net also plans its 3d configurations) is told apart from the
-    steps whose cost grows with the number of cases (fingerprint, preprocessing).
+    steps whose cost grows with the number of cases (fingerprint, preprocessing). The time of
+    one listing of the cases (``time_listing``, not part of the total) is reported beside them.
+    The work folder is removed afterwards: at PCLT20K's size each arm takes about 15 GB.
     """
     env = {**os.environ}
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
@@ -171,9 +200,15 @@ def time_preprocessing(root: Path, work: Path, as_volumes: bool, dataset_id: int
     for step, (command, *options) in steps.items():
         exe = Path(sys.executable).with_name(command)
         start = time.perf_counter()
-        subprocess.run([str(exe), "-d", str(dataset_id), *options], env=env, check=True, capture_output=True)
+        call = [str(exe), "-d", str(dataset_id), *options]
+        done = subprocess.run(call, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{command} failed:\n{done.stderr[-3000:]}")
         seconds[step] = round(time.perf_counter() - start, 1)
     seconds["total_s"] = round(sum(seconds.values()), 1)
+    seconds["cases"] = len(list((target / "labelsTr").glob("*.nii.gz")))
+    seconds["one_listing_s"] = time_listing(target)
+    shutil.rmtree(work)
     return seconds
 
 
@@ -203,14 +238,20 @@ def conversion_figures(tmp: Path, args: argparse.Namespace) -> dict:
 def preprocessing_figures(tmp: Path, args: argparse.Namespace) -> dict:
     """Part 5: nnU-Net's 2d planning and preprocessing of the same pixels as slice and as volume cases."""
     pp_tree = tmp / "pp_tree"
-    pp_pairs = make_tree(pp_tree, args.pp_pairs, args.size)
+    start = time.perf_counter()
+    pp_pairs = make_tree(pp_tree, args.pp_pairs, args.size, args.pp_distinct_patients)
+    generate_s = round(time.perf_counter() - start, 1)
     slices = time_preprocessing(pp_tree, tmp / "pp_slices", False, 991)
     volumes = time_preprocessing(pp_tree, tmp / "pp_volumes", True, 992)
+    timed = [k for k in slices if k.endswith("_s")]
     return {
         "pairs": pp_pairs,
+        "distinct_patients": args.pp_distinct_patients,
+        "generate_s": generate_s,
         "slice_cases": slices,
         "volume_cases": volumes,
-        "speed_up": {k: round(slices[k] / volumes[k], 2) for k in slices},
+        "speed_up": {k: round(slices[k] / volumes[k], 2) for k in timed},
+        "load_average_after": os.getloadavg(),
     }
 
 
@@ -222,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=512, help="PNG side (default 512, PCLT20K's)")
     parser.add_argument("--size-pairs", type=int, default=100, help="pairs used for the size table")
     parser.add_argument("--pp-pairs", type=int, default=360, help="pairs of the preprocessing tree")
+    parser.add_argument(
+        "--pp-distinct-patients",
+        type=int,
+        default=20,
+        help="patients drawn for the preprocessing tree; the others are hard links to them (default 20)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
         "--part",

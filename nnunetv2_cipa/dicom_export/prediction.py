@@ -39,15 +39,39 @@ def dataset_labels(pred_dir: Path) -> tuple[list[Label], str]:
         ending = str(data.get("file_ending", ".nii.gz"))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConversionError(path, f"cannot read the labels ({exc})") from exc
-    result = []
-    for name, value in labels.items():
-        if isinstance(value, list | tuple):
-            raise ConversionError(path, f"label {name!r} is a region ({value}); only plain labels export")
-        if int(value) != 0:
-            result.append(Label(int(value), str(name)))
+    try:
+        result = written_labels(labels, data.get("regions_class_order"), path)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ConversionError(path, f"cannot read the labels ({exc})") from None
     if not result:
         raise ConversionError(path, "no foreground label")
     return sorted(result, key=lambda lab: lab.value), ending
+
+
+def written_labels(labels: dict, regions_class_order, path: Path) -> list[Label]:
+    """The foreground labels with the values nnU-Net writes for them in its segmentation files.
+
+    nnU-Net 2.8 (``LabelManager``) reads ``labels`` as regions when any entry lists more than one
+    value (``"lesion": [1, 1]``); then every entry but the background and ``ignore`` is a region,
+    and region ``k`` (in the order of ``labels``) is written as ``regions_class_order[k]``. Else each
+    entry is a plain label written as its value (a one-value list ``[1]`` included). The ``ignore``
+    label never appears in a prediction.
+    """
+    has_regions = any(isinstance(v, list | tuple) and len(v) > 1 for v in labels.values())
+    foreground = [(str(name), v) for name, v in labels.items() if name != "ignore" and not _is_background(v)]
+    if not has_regions:
+        return [Label(int(v[0] if isinstance(v, list | tuple) else v), name) for name, v in foreground]
+    order = list(regions_class_order or [])
+    if len(order) != len(foreground):
+        raise ConversionError(
+            path, f"{len(foreground)} region label(s) but regions_class_order has {len(order)} entries"
+        )
+    return [Label(int(value), name) for (name, _), value in zip(foreground, order, strict=True)]
+
+
+def _is_background(value) -> bool:
+    values = value if isinstance(value, list | tuple) else [value]
+    return all(int(v) == 0 for v in values)
 
 
 def read_mask(path: Path, labels: list[Label]) -> tuple[np.ndarray, sitk.Image]:

@@ -39,7 +39,13 @@ from nnunetv2_cipa.dataset_conversion.writers import StagedFolder, write_image_a
 from .phantom import Patient, PhantomSpec, make_patient
 
 DEFAULT_CT_WINDOW = (-1200.0, -200.0)  # the paper's lung window, as the converters apply it
-GENERATOR_VERSION = 1  # bump when the phantom changes, so a stale dataset is not silently reused
+# bump when what the generator writes changes, so a stale dataset is not silently reused
+# (2: the region label is written [1, 1], which nnU-Net reads as a region)
+GENERATOR_VERSION = 2
+# nnU-Net 2.8 reads a label as a region only when it lists more than one value
+# (LabelManager: ``isinstance(v, (tuple, list)) and len(v) > 1``); ``[1]`` would be a plain label.
+REGION_LABELS = {"background": 0, "lesion": [1, 1]}
+PLAIN_LABELS = {"background": 0, "lesion": 1}
 
 
 def _image(array: np.ndarray, spacing_zyx: tuple[float, float, float]) -> sitk.Image:
@@ -135,8 +141,9 @@ def write_synthetic_dataset(
     ``context_slices`` K > 0 writes the 2.5D layout (module docstring); the same seed and spec with
     another K gives the same patients (a 2D and a 2.5D copy of one cohort).
 
-    ``regions=True`` writes region labels (``"lesion": [1]`` + ``regions_class_order``): one sigmoid
-    output trained with Dice + BCE, as in the paper; ``False`` writes a plain label (softmax, Dice + CE).
+    ``regions=True`` writes the region {1} (``"lesion": [1, 1]`` + ``regions_class_order [1]``, see
+    ``REGION_LABELS``): one sigmoid output trained with Dice + BCE, as in the paper; ``False`` writes
+    a plain label (two softmax outputs, Dice + CE).
     """
     spec = spec or PhantomSpec()
     if not 1 <= dataset_id <= 999:
@@ -185,7 +192,7 @@ def write_synthetic_dataset(
                 ct_window,
                 context_slices,
             )
-        labels = {"background": 0, "lesion": [1]} if regions else {"background": 0, "lesion": 1}
+        labels = dict(REGION_LABELS if regions else PLAIN_LABELS)
         dataset_json = {
             # channel names select nnU-Net's normalisation: per-volume z-score for every channel. Never "CT"
             # on the window-clipped CT (it collapses to a constant, see docs/trainers.md).

@@ -15,6 +15,8 @@ grey), the mask is 0/255.
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,11 @@ class TreeSpec:
     """``patients`` x ``slices`` pairs of ``size`` x ``size`` pixels; the first ``test_patients`` go to test.
 
     The default ``slices`` is PCLT20K's mean, 21,930 pairs / 605 patients = 36.
+
+    ``distinct_patients``: when set, only that many patients are drawn; patient ``p`` beyond them
+    gets hard links to the PNGs of patient ``p % distinct_patients`` under its own names. Each
+    file is still a separate input to read and convert, which is what timing a full-size tree
+    needs, without drawing and encoding 65,790 PNGs first.
     """
 
     patients: int = 4
@@ -40,6 +47,7 @@ class TreeSpec:
     test_patients: int = 1
     pet_suv_max: float = 15.0
     seed: int = 0
+    distinct_patients: int | None = None
 
 
 def to_png_values(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -58,18 +66,38 @@ def write_pclt20k_tree(root: Path, spec: TreeSpec = TreeSpec()) -> list[str]:
     lists: dict[str, list[str]] = {"train": [], "test": []}
     for p in range(spec.patients):
         patient = f"{p + 1:04d}"
-        data = make_patient(phantom, np.random.default_rng([spec.seed, p]))
-        ct = to_png_values(data.ct, *LUNG_WINDOW)
-        pet = to_png_values(data.pet, 0.0, spec.pet_suv_max)
-        mask = (data.label > 0).astype(np.uint8) * 255
         folder = root / patient
         folder.mkdir(parents=True, exist_ok=True)
         split = "test" if p < spec.test_patients else "train"
-        for z in range(spec.slices):
-            name = item_name(patient, z + 1)
-            for kind, arr in (("CT", ct[z]), ("PET", pet[z]), ("mask", mask[z])):
-                imsave(folder / f"{name}_{kind}.png", arr, check_contrast=False)
-            lists[split].append(name)
+        source = None if spec.distinct_patients is None else p % spec.distinct_patients
+        if source is not None and source != p:
+            _link_patient(root / f"{source + 1:04d}", folder, spec.slices)
+        else:
+            _draw_patient(folder, patient, spec, phantom, p)
+        lists[split].extend(item_name(patient, z + 1) for z in range(spec.slices))
     for split, names in lists.items():
         (root / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
     return lists["train"] + lists["test"]
+
+
+def _draw_patient(folder: Path, patient: str, spec: TreeSpec, phantom: PhantomSpec, p: int) -> None:
+    data = make_patient(phantom, np.random.default_rng([spec.seed, p]))
+    ct = to_png_values(data.ct, *LUNG_WINDOW)
+    pet = to_png_values(data.pet, 0.0, spec.pet_suv_max)
+    mask = (data.label > 0).astype(np.uint8) * 255
+    for z in range(spec.slices):
+        name = item_name(patient, z + 1)
+        for kind, arr in (("CT", ct[z]), ("PET", pet[z]), ("mask", mask[z])):
+            imsave(folder / f"{name}_{kind}.png", arr, check_contrast=False)
+
+
+def _link_patient(source: Path, folder: Path, slices: int) -> None:
+    """Patient ``folder`` as hard links to the PNGs of the patient in ``source`` (copies where links fail)."""
+    for z in range(slices):
+        for kind in ("CT", "PET", "mask"):
+            src = source / f"{item_name(source.name, z + 1)}_{kind}.png"
+            dst = folder / f"{item_name(folder.name, z + 1)}_{kind}.png"
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)

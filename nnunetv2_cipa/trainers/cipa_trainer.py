@@ -32,9 +32,11 @@ What differs from ``nnUNetTrainer`` and why (defaults are class attributes; vari
 * **Precision**: nnU-Net's autocast on CUDA; the selective scans run in fp32 inside the blocks.
 * **torch.compile** only when ``nnUNet_compile`` is explicitly true (nnU-Net compiles by default on
   CUDA; custom scan kernels graph-break).
-* **Labels**: region labels (``"lesion": [1]`` + ``regions_class_order``) give one sigmoid logit trained
-  with Dice + BCE, as in the paper; plain labels give softmax heads with Dice + CE. Both come from
-  nnU-Net's label manager; the network just gets ``num_output_channels``.
+* **Labels**: a region label gives one sigmoid logit trained with Dice + BCE, as in the paper; plain
+  labels give softmax heads with Dice + CE. Both come from nnU-Net's label manager; the network just
+  gets ``num_output_channels``. nnU-Net 2.8 reads a label as a region only when it lists more than
+  one value, so the region {1} is written ``"lesion": [1, 1]`` with ``regions_class_order [1]``
+  (``"lesion": [1]`` is a plain label and trains two softmax outputs).
 * **Normalisation** is checked at start-up (:mod:`nnunetv2_cipa.plans.normalization`): a collapsed
   ``CT`` scheme on a window-clipped CT, or a lost fixed-window request, stops training with the fix.
 """

@@ -20,13 +20,14 @@ from nnunetv2.utilities.utils import (
 from nnunetv2_cipa.dataset_conversion.dicom_index import index_folder
 from nnunetv2_cipa.dataset_conversion.dicom_provenance import series_provenance, write_provenance
 from nnunetv2_cipa.dataset_conversion.dicom_series import order_slices, read_volume
-from nnunetv2_cipa.dataset_conversion.errors import ConversionLog
+from nnunetv2_cipa.dataset_conversion.errors import ConversionError, ConversionLog
 from nnunetv2_cipa.dataset_conversion.rtstruct import find_roi, rasterise, roi_contours
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from nnunetv2_cipa.cli import main as cipa_main
+from nnunetv2_cipa.dicom_export.prediction import written_labels
 
 CT_SOP, PET_SOP = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.128"
 NY, NX = 24, 20  # rows, columns: not square, so that a row/column swap shows
@@ -362,3 +363,17 @@ def test_real_sts_ct_round_trip_and_validator(sts_fixture, tmp_path):
 def test_export_package_imports_no_torch():
     code = "import sys, nnunetv2_cipa.dicom_export.command; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_labels_as_nnunet_writes_them_plain_one_value_lists_and_regions(tmp_path):
+    path = tmp_path / "dataset.json"
+    plain = written_labels({"background": 0, "tumor": 1, "node": 2, "ignore": 3}, None, path)
+    assert [(lab.value, lab.name) for lab in plain] == [(1, "tumor"), (2, "node")]
+    one_value = written_labels({"background": 0, "lesion": [1]}, [1], path)  # nnU-Net: a plain label
+    assert [(lab.value, lab.name) for lab in one_value] == [(1, "lesion")]
+    regions = written_labels({"background": 0, "whole": [1, 2], "core": [2, 2]}, [1, 2], path)
+    assert [(lab.value, lab.name) for lab in regions] == [(1, "whole"), (2, "core")]
+    official = written_labels({"background": 0, "lesion": [1, 1]}, [1], path)  # the released model's
+    assert [(lab.value, lab.name) for lab in official] == [(1, "lesion")]
+    with pytest.raises(ConversionError, match="regions_class_order has 1 entries"):
+        written_labels({"background": 0, "whole": [1, 2], "core": [2, 2]}, [1], path)

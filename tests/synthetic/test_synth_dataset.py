@@ -55,7 +55,7 @@ def test_dataset_layout_splits_and_reuse(tmp_path):
     folder, reused = write_synthetic_dataset(tmp_path, 990, n_train=6, n_test=2, spec=SPEC, seed=3)
     assert not reused and folder.name == "Dataset990_SyntheticPETCT"
     ds = json.loads((folder / "dataset.json").read_text())
-    assert ds["numTraining"] == 6 and ds["labels"]["lesion"] == [1] and ds["regions_class_order"] == [1]
+    assert ds["numTraining"] == 6 and ds["labels"]["lesion"] == [1, 1] and ds["regions_class_order"] == [1]
     assert ds["channel_names"] == {"0": "zscore", "1": "zscore"}
     cases = sorted(p.name[: -len(".nii.gz")] for p in (folder / "labelsTr").glob("*.nii.gz"))
     assert len(cases) == 6 and len(list((folder / "imagesTs").glob("*_0001.nii.gz"))) == 2

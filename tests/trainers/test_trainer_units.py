@@ -79,7 +79,7 @@ def _plans(patch=(512, 512), batch=12, schemes=("ZScoreNormalization", "ZScoreNo
 
 DATASET_JSON = {
     "channel_names": {"0": "zscore", "1": "zscore"},
-    "labels": {"background": 0, "lesion": [1]},
+    "labels": {"background": 0, "lesion": [1, 1]},
     "regions_class_order": [1],
     "numTraining": 4,
     "file_ending": ".nii.gz",
