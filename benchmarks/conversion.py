@@ -19,7 +19,7 @@ window and PET as 8-bit PNGs, 36 slices per patient like PCLT20K's mean), in one
 5. ``nnUNetv2_plan_and_preprocess -c 2d`` on a second tree converted as slice cases and as volume
    cases (``--as-volumes``) of the same pixels. nnU-Net's per-case costs include a listing whose
    time grows with the square of the number of cases, so this comparison depends on the tree's
-   size; ``--pp-pairs 21930`` runs it at PCLT20K's (about 40 minutes on 2 cores; patients beyond
+   size; ``--pp-pairs 21930`` runs it at PCLT20K's (about 50 minutes on 2 cores; patients beyond
    ``--pp-distinct-patients`` are hard links to the drawn ones).
 
 Timings on a shared machine are noisy; the load average is printed next to them, and only ratios
