@@ -140,14 +140,19 @@ def say(message: str) -> None:
 
 def make_dataset(args: argparse.Namespace, folders: dict[str, Path]) -> DemoPaths:
     """Write (or reuse) the synthetic dataset; drop outputs that belonged to another dataset."""
-    raw, reused = write_synthetic_dataset(
-        folders["nnUNet_raw"],
-        args.dataset_id,
-        n_train=args.patients,
-        n_test=args.test_patients,
-        spec=PhantomSpec(size=args.size, slices=args.slices),
-        overwrite=args.fresh,
-    )
+    try:
+        raw, reused = write_synthetic_dataset(
+            folders["nnUNet_raw"],
+            args.dataset_id,
+            n_train=args.patients,
+            n_test=args.test_patients,
+            spec=PhantomSpec(size=args.size, slices=args.slices),
+            overwrite=args.fresh,
+        )
+    except FileExistsError as error:
+        # other demo options, or a dataset written by an older generator version
+        stale = str(error).split(";")[0]
+        raise FileExistsError(f"{stale}; rerun the demo with --fresh to rebuild it") from None
     say(f"dataset {'reused' if reused else 'written'}: {raw}")
     trainer = schedule_trainer_name(TRAINER, args.epochs, args.iterations)
     results = folders["nnUNet_results"] / raw.name / f"{trainer}__nnUNetPlans__2d"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -28,6 +29,21 @@ def test_bad_options_are_refused_before_anything_runs(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"nnunetv2_cipa demo: error: {message}") and "\n" not in err
     assert list(tmp_path.iterdir()) == []  # no dataset, no nnunet_data folder
+
+
+def test_dataset_of_an_older_generator_stops_the_demo_with_the_fresh_hint(tmp_path, capsys):
+    argv = ["--patients", "2", "--test-patients", "1", "--size", "32", "--slices", "2"]
+    argv += ["--output", str(tmp_path)]
+    raw, _ = write_synthetic_dataset(
+        tmp_path / "nnUNet_raw", 980, n_train=2, n_test=1, spec=PhantomSpec(size=32, slices=2)
+    )
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    dataset_json["cipa_synthetic"]["generator_version"] = 1  # as written before region labels were fixed
+    (raw / "dataset.json").write_text(json.dumps(dataset_json))
+    assert demo.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nnunetv2_cipa demo: error: ") and "\n" not in err
+    assert err.endswith("exists with other generation parameters; rerun the demo with --fresh to rebuild it")
 
 
 def test_predict_command_has_the_fold_and_the_device():
