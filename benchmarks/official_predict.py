@@ -27,12 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from skimage.io import imsave
 
 from nnunetv2_cipa.architectures import build_cipa
 from nnunetv2_cipa.architectures.official import PATCH_EMBED_KEY, official_tensors, official_to_ours
+from nnunetv2_cipa.synthetic.pclt20k_tree import TreeSpec, write_pclt20k_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -50,23 +49,6 @@ def write_stand_in(path: Path) -> None:
             value = value.repeat(1, 3, 1, 1) / 3
         state[tensor.name] = value.clone()
     torch.save({"model": state}, path)
-
-
-def write_pclt20k_tree(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:512, :512]
-    for name in ("0001_1", "0002_1"):
-        folder = root / name.split("_")[0]
-        folder.mkdir(parents=True)
-        ct = np.clip(120 + 80 * np.sin(xx / 37.0) + rng.normal(0, 25, (512, 512)), 0, 255).astype(np.uint8)
-        pet = np.clip(250 * np.exp(-((xx - 300) ** 2 + (yy - 220) ** 2) / 900.0), 0, 255).astype(np.uint8)
-        mask = np.zeros((512, 512), np.uint8)
-        mask[205:235, 285:315] = 255
-        for kind, array in (("CT", ct), ("PET", pet), ("mask", mask)):
-            imsave(folder / f"{name}_{kind}.png", array, check_contrast=False)
-    (root / "train.txt").write_text("0001_1\n")
-    (root / "test.txt").write_text("0002_1\n")
-    return root
 
 
 def _children_cpu() -> float:
@@ -108,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             [str(BIN / "nnunetv2_cipa"), "import-official", str(checkpoint), "--dataset-id", str(DATASET_ID)],
             env,
         )
-        tree = write_pclt20k_tree(tmp / "PCLT20K")
+        tree = tmp / "PCLT20K"  # one 512x512 train and one held-out pair
+        write_pclt20k_tree(tree, TreeSpec(patients=2, slices=1, test_patients=1))
         timed(
             [str(BIN / "nnunetv2_cipa"), "convert", "pclt20k", str(tree), "--dataset-id", "501", "--quiet"],
             env,

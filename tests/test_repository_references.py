@@ -110,8 +110,8 @@ def test_every_cited_file_exists():
     [
         # the broken names are quoted pieces, so that this file itself cites nothing missing
         ("(see cipa" + "_reference.md" + " §1.2)", ["cipa" + "_reference.md"]),
-        ("details in ``docs/" + "INSTALL.md" + "``.", ["docs/INSTALL.md"]),
-        ("see shared/docs/" + "data_reference.md" + " 3", ["shared/docs/data_reference.md"]),
+        ("details in ``docs/" + "INSTALL.md" + "``.", ["docs/" + "INSTALL.md"]),
+        ("see shared/docs/" + "data_reference.md" + " 3", ["shared/docs/" + "data_reference.md"]),
         ("run " + "benchmarks/no_such_script.py" + " first", ["benchmarks/no_such_script.py"]),
         ("as in " + "trainers/no_such_module.py" + ".", ["trainers/no_such_module.py"]),
         ("and " + "../missing/thing.py", ["../missing/thing.py"]),

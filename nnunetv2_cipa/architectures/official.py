@@ -37,7 +37,6 @@ listed official tensor lands on exactly one of our tensors of the same shape.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import pickle
 import re
 import zipfile
@@ -48,6 +47,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from .checkpoint_digest import file_sha256
 
 KEY_LIST_FILE = Path(__file__).with_name("official_cipa_keys.txt")
 PATCH_EMBED_KEY = "encoder.patch_embed.proj.weight"
@@ -234,14 +235,6 @@ class OfficialCheckpoint:
     training_args: dict[str, object] = field(default_factory=dict)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_official_checkpoint(path: str | Path) -> OfficialCheckpoint:
     """Load ``CIPA.pth`` with ``weights_only=True`` and refuse anything but the released model."""
     path = Path(path)
@@ -253,7 +246,7 @@ def read_official_checkpoint(path: str | Path) -> OfficialCheckpoint:
     training_args = {}
     if isinstance(args, argparse.Namespace):  # recorded in the report (train.py's lr, epochs, ...)
         training_args = {k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool)}
-    return OfficialCheckpoint(path, state, others, _sha256(path), training_args)
+    return OfficialCheckpoint(path, state, others, file_sha256(path), training_args)
 
 
 # -------------------------------------------------------------------------------------------- mapping

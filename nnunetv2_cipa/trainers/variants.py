@@ -7,11 +7,11 @@ Names never contain ``__`` (nnU-Net splits result folder names on it).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
+from nnunetv2_cipa.architectures.checkpoint_digest import file_sha256
 from nnunetv2_cipa.architectures.config import PRESETS
 
 from .cipa_trainer import nnUNetTrainerCIPA
@@ -83,7 +83,7 @@ class nnUNetTrainerCIPA_pretrained(nnUNetTrainerCIPA):
         report = load_vmamba_encoder(self._unwrapped_network(), path)
         record = {
             "path": str(Path(path).resolve()),
-            "sha256": _sha256(Path(path)),
+            "sha256": file_sha256(Path(path)),
             "tensors_loaded": len(report.loaded),
         }
         # the plans dict is the one nnU-Net keeps in init_args and writes to the results' plans.json
@@ -91,14 +91,6 @@ class nnUNetTrainerCIPA_pretrained(nnUNetTrainerCIPA):
         self.print_to_log_file(f"pretrained encoder ({PRETRAINED_ENV}): {json.dumps(record)}")
         self.print_to_log_file(f"pretrained encoder: {report}")
         return record
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------ short schedules

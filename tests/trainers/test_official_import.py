@@ -22,12 +22,12 @@ from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunetv2_cipa.dataset_conversion import cli as convert_cli
 from nnunetv2_cipa.dataset_conversion.pclt20k import PcltOptions
-from skimage.io import imsave
 
 from nnunetv2_cipa.architectures import build_cipa
 from nnunetv2_cipa.architectures.official import MappingReport
 from nnunetv2_cipa.commands import official_import
 from nnunetv2_cipa.plans.network_entry import CIPA_PLANS_KEY
+from nnunetv2_cipa.synthetic.pclt20k_tree import TreeSpec, write_pclt20k_tree
 from nnunetv2_cipa.trainers.official_model import (
     DEFAULT_SPACING_MM,
     LABELS,
@@ -44,6 +44,7 @@ from official_fixture import save_official_file  # noqa: E402
 DATASET_ID = 990
 FOLDER = f"Dataset{DATASET_ID}_CIPAofficial/nnUNetTrainerCIPA__nnUNetPlans__2d"
 BIN = Path(sys.executable).parent
+HELD_OUT = "0001_1"  # the one item of the synthetic tree's test patient
 
 
 def _import(argv: list[str]) -> tuple[int, str, str]:
@@ -139,30 +140,11 @@ def test_pet_suv_max_sets_and_records_the_pet_window():
     assert DEFAULT_SPACING_MM == PcltOptions().spacing_mm  # converted PCLT20K cases are not resampled
 
 
-def _pclt20k_tree(root: Path) -> Path:
-    """Two patients of 512x512 PNG triplets with structure (a hot spot on PET, a lesion mask)."""
-    rng = np.random.default_rng(7)
-    yy, xx = np.mgrid[:512, :512]
-    for name in ("0001_1", "0002_1"):
-        folder = root / name.split("_")[0]
-        folder.mkdir(parents=True)
-        ct = np.clip(120 + 80 * np.sin(xx / 37.0) * np.cos(yy / 53.0) + rng.normal(0, 25, (512, 512)), 0, 255)
-        pet = np.clip(
-            250 * np.exp(-((xx - 300) ** 2 + (yy - 220) ** 2) / 900.0) + rng.normal(8, 4, (512, 512)), 0, 255
-        )
-        mask = np.zeros((512, 512), np.uint8)
-        mask[205:235, 285:315] = 255
-        for kind, array in (("CT", ct.astype(np.uint8)), ("PET", pet.astype(np.uint8)), ("mask", mask)):
-            imsave(folder / f"{name}_{kind}.png", array, check_contrast=False)
-    (root / "train.txt").write_text("0001_1\n")
-    (root / "test.txt").write_text("0002_1\n")
-    return root
-
-
 @pytest.fixture(scope="module")
 def pclt20k(tmp_path_factory):
     root = tmp_path_factory.mktemp("pclt")
-    tree = _pclt20k_tree(root / "PCLT20K")
+    tree = root / "PCLT20K"
+    write_pclt20k_tree(tree, TreeSpec(patients=2, slices=1, test_patients=1))
     converted = {}
     for label, extra in (("raw", []), ("suv", ["--pet-suv-max", "8"])):
         raw = root / f"nnUNet_raw_{label}"
@@ -189,12 +171,12 @@ def test_nnunet_preprocessing_of_a_converted_pclt20k_case_is_the_official_input(
     dataset_json = official_dataset_json(pet_suv_max, {})
     manager = PlansManager(plans)
     configuration = manager.get_configuration("2d")
-    files = [str(images / f"0002_1_000{c}.nii.gz") for c in (0, 1)]
+    files = [str(images / f"{HELD_OUT}_000{c}.nii.gz") for c in (0, 1)]
     data, _, properties = configuration.preprocessor_class(verbose=False).run_case(
         files, None, manager, configuration, dataset_json
     )
     assert data.shape == (2, 1, 512, 512)  # no crop, no resampling
-    np.testing.assert_allclose(data[:, 0], _official_input(tree, "0002_1"), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(data[:, 0], _official_input(tree, HELD_OUT), rtol=0, atol=1e-5)
 
 
 def test_refusals_write_nothing(tmp_path, official_file):
@@ -280,12 +262,12 @@ def test_stock_nnunetv2_predict_gives_the_official_probabilities(imported, pclt2
     network.load_state_dict(weights)
     network.eval()
     with torch.no_grad():
-        logits = network(torch.from_numpy(_official_input(tree, "0002_1"))[None])[0, 0].numpy()
+        logits = network(torch.from_numpy(_official_input(tree, HELD_OUT))[None])[0, 0].numpy()
     expected = 1 / (1 + np.exp(-logits.astype(np.float64)))
 
     predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(folder), ("all",))
-    files = [str(converted["raw"] / f"0002_1_000{c}.nii.gz") for c in (0, 1)]
+    files = [str(converted["raw"] / f"{HELD_OUT}_000{c}.nii.gz") for c in (0, 1)]
     data, _, _ = predictor.configuration_manager.preprocessor_class(verbose=False).run_case(
         files, None, predictor.plans_manager, predictor.configuration_manager, predictor.dataset_json
     )
@@ -310,7 +292,7 @@ def test_stock_nnunetv2_predict_gives_the_official_probabilities(imported, pclt2
     command += ["-npp", "1", "-nps", "1"]
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    probabilities = np.load(out / "0002_1.npz")["probabilities"]
+    probabilities = np.load(out / f"{HELD_OUT}.npz")["probabilities"]
     assert probabilities.shape == (1, 1, 512, 512)
     p = probabilities[0, 0].astype(np.float64)
     np.testing.assert_allclose(p, expected, rtol=0, atol=1e-2)  # float16 logits, worst at the tile corners
@@ -319,6 +301,6 @@ def test_stock_nnunetv2_predict_gives_the_official_probabilities(imported, pclt2
     assert np.all(np.abs(got - logits[centre, centre]) <= 2.0**-10 * (1 + np.abs(logits[centre, centre])))
     import SimpleITK as sitk
 
-    segmentation = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "0002_1.nii.gz")))
+    segmentation = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{HELD_OUT}.nii.gz")))
     clear = np.abs(expected - 0.5) > 1e-2
     assert np.array_equal(segmentation[clear], (expected > 0.5)[clear].astype(segmentation.dtype))
